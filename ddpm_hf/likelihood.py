@@ -1,0 +1,168 @@
+"""The variational bound of Ho et al. (2020), Eq. 5, in bits per dimension.
+
+L = L_T + sum_{t>1} L_{t-1} + L_0, each term averaged over dimensions and divided by ln 2, computed as
+the authors' `diffusion_utils_2.py` does: Gaussian KLs for the middle terms, a discretized Gaussian
+decoder for L_0, and a fresh x_t ~ q(x_t | x_0) for every t.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from .scheduling_ddpm_paper import PaperDDPMScheduler
+
+LOG2 = math.log(2.0)
+
+
+def normal_kl(
+    mean1: torch.Tensor | float,
+    logvar1: torch.Tensor | float,
+    mean2: torch.Tensor | float,
+    logvar2: torch.Tensor | float,
+) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats, elementwise; floats broadcast."""
+    logvar1, logvar2 = _scalar_to_tensor(logvar1), _scalar_to_tensor(logvar2)
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _scalar_to_tensor(value: torch.Tensor | float) -> torch.Tensor:
+    """A float as a 0-d float64 tensor (which does not change the dtype of tensors it meets)."""
+    return value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float64)
+
+
+def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """The tanh approximation of the standard normal CDF that the authors' decoder uses."""
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor | float
+) -> torch.Tensor:
+    """log p(x) of data `x` in [-1, 1] (256 levels) under N(means, exp(log_scales)^2) discretized to its bins.
+
+    Each level owns a bin of width 2/255 around it; the bins of -1 and 1 extend to -inf and +inf, and
+    probabilities are floored at 1e-12 before the log (Sec. 3.3, the authors' code). Elementwise, in nats.
+    """
+    log_scales = torch.as_tensor(log_scales, dtype=means.dtype, device=means.device)
+    centered = x - means
+    inv_std = torch.exp(-log_scales)
+    cdf_plus = approx_standard_normal_cdf(inv_std * (centered + 1.0 / 255.0))
+    cdf_min = approx_standard_normal_cdf(inv_std * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_cdf_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over all but the batch dimension."""
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def prior_bpd(scheduler: PaperDDPMScheduler, x_start: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T | x_0) || N(0, I)) in bits/dim, shape `(batch_size,)`."""
+    T = scheduler.config.num_train_timesteps
+    alphabar_T = float(scheduler.alphas_cumprod[T - 1])
+    x0 = x_start.to(torch.promote_types(x_start.dtype, torch.float32))
+    kl = normal_kl(math.sqrt(alphabar_T) * x0, math.log(1.0 - alphabar_T), 0.0, 0.0)
+    return mean_flat(kl) / LOG2
+
+
+def vb_terms_bpd(
+    scheduler: PaperDDPMScheduler,
+    model_output: torch.Tensor,
+    x_start: torch.Tensor,
+    x_t: torch.Tensor,
+    timestep: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bound's term at `timestep` of the scheduler's chain, in bits/dim, and the predicted x_0.
+
+    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for all steps but the chain's last, where
+    it is L_0 = -log p(x_0 | x_1) under the discretized Gaussian decoder.
+    """
+    p = scheduler.p_mean_variance(model_output, timestep, x_t)
+    x0 = x_start.to(p.mean.dtype)
+    if scheduler.chain_index(timestep) == 0:
+        nll = -discretized_gaussian_log_likelihood(x0, means=p.mean, log_scales=0.5 * p.log_variance)
+        return mean_flat(nll) / LOG2, p.pred_original_sample
+    true_mean, _, true_log_variance = scheduler.q_posterior(x0, x_t, timestep)
+    kl = normal_kl(true_mean, true_log_variance, p.mean, p.log_variance)
+    return mean_flat(kl) / LOG2, p.pred_original_sample
+
+
+@dataclass
+class VariationalBound(BaseOutput):
+    """The bound of Eq. 5 for each image, in bits/dim.
+
+    Args:
+        total_bpd (`torch.Tensor` of shape `(batch_size,)`): L_T + sum of `terms_bpd`.
+        prior_bpd (`torch.Tensor` of shape `(batch_size,)`): L_T.
+        terms_bpd (`torch.Tensor` of shape `(batch_size, T)`): column i holds L_i of Eq. 5, evaluated at
+            x_{i+1} (paper time t = i + 1): the decoder term L_0 for i = 0, else
+            KL(q(x_i | x_{i+1}, x_0) || p(x_i | x_{i+1})).
+        x0_mse (`torch.Tensor` of shape `(batch_size, T)`): mean squared error of the clipped x_0 prediction.
+        eps_mse (`torch.Tensor` of shape `(batch_size, T)`): mean squared error of the eps implied by it.
+    """
+
+    total_bpd: torch.Tensor
+    prior_bpd: torch.Tensor
+    terms_bpd: torch.Tensor
+    x0_mse: torch.Tensor
+    eps_mse: torch.Tensor
+
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], object]
+
+
+@torch.no_grad()
+def bits_per_dim(
+    model: ModelFn,
+    scheduler: PaperDDPMScheduler,
+    x_start: torch.Tensor,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    progress: bool = False,
+) -> VariationalBound:
+    """Evaluate the bound of Eq. 5 on a batch over all T steps (the authors' `calc_bpd_loop`).
+
+    Args:
+        model: called as `model(x_t, t)` with `t` a long tensor of shape `(batch_size,)`; returns the
+            prediction as a tensor or as an object with `.sample` (a `UNet2DModel` works as is). Put a
+            network in eval mode first.
+        scheduler: supplies the schedule, prediction type, variance type and clipping; its sampling
+            chain (`set_timesteps`) is left untouched.
+        x_start (`torch.Tensor` of shape `(batch_size, channels, height, width)`): data in [-1, 1].
+            Computed in float32, or float64 for float64 data.
+        generator: the source of the noise for x_t ~ q(x_t | x_0), one fresh draw per t.
+        progress: show a progress bar over t.
+
+    Only one step's activations are alive at a time.
+    """
+    if x_start.ndim < 2:
+        raise ValueError(f"`x_start` must have a batch dimension; got shape {tuple(x_start.shape)}.")
+    if not isinstance(scheduler, PaperDDPMScheduler):
+        raise ValueError(f"`scheduler` must be a PaperDDPMScheduler, got {type(scheduler).__name__}.")
+    full = PaperDDPMScheduler.from_config(scheduler.config)
+    dtype = torch.promote_types(x_start.dtype, torch.float32)
+    x0 = x_start.to(dtype)
+    batch, T = x0.shape[0], len(full)
+    terms, x0_mse, eps_mse = (torch.zeros(batch, T, dtype=torch.float64, device=x0.device) for _ in range(3))
+    for t in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bound"):
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=dtype)
+        x_t = full.add_noise(x0, noise, t)
+        t_batch = torch.full((batch,), t, device=x0.device, dtype=torch.long)
+        output = model(x_t, t_batch)
+        output = getattr(output, "sample", output)
+        terms[:, t], pred_x0 = vb_terms_bpd(full, output, x0, x_t, t)
+        x0_mse[:, t] = mean_flat((pred_x0 - x0) ** 2)
+        eps_mse[:, t] = mean_flat((full.predict_epsilon(pred_x0, t, x_t) - noise) ** 2)
+    prior = prior_bpd(full, x0).to(torch.float64)
+    return VariationalBound(
+        total_bpd=terms.sum(dim=1) + prior, prior_bpd=prior, terms_bpd=terms, x0_mse=x0_mse, eps_mse=eps_mse
+    )

@@ -1,0 +1,89 @@
+"""The paper's denoising networks, and small ones for CPU work, as diffusers `UNet2DModel` configs.
+
+The paper's UNet (Appendix B) maps to `UNet2DModel` with `downsample_padding=0`,
+`flip_sin_to_cos=False`, `freq_shift=1` and `norm_eps=1e-6`, as in google/ddpm-cifar10-32.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from diffusers import UNet2DModel
+
+_PAPER = {
+    "layers_per_block": 2,
+    "downsample_padding": 0,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "norm_eps": 1e-6,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "attention_head_dim": None,
+    "resnet_time_scale_shift": "default",
+    "time_embedding_type": "positional",
+}
+
+UNET_PRESETS: dict[str, dict[str, Any]] = {
+    # CIFAR-10 32x32: ch 128, mult (1, 2, 2, 2), attention at 16x16, dropout 0.1; 35.7M parameters.
+    "cifar10": {
+        **_PAPER,
+        "sample_size": 32,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (128, 256, 256, 256),
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        "dropout": 0.1,
+    },
+    # CelebA-HQ and LSUN 256x256: ch 128, mult (1, 1, 2, 2, 4, 4), attention at 16x16, dropout 0; 114M.
+    "celebahq": {
+        **_PAPER,
+        "sample_size": 256,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": (128, 128, 256, 256, 512, 512),
+        "down_block_types": ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
+        "dropout": 0.0,
+    },
+    # 8x8 grayscale (sklearn's digits) on a CPU: the paper's design, narrower and shallower; 2.8M parameters.
+    "small": {
+        **_PAPER,
+        "sample_size": 8,
+        "in_channels": 1,
+        "out_channels": 1,
+        "layers_per_block": 1,
+        "norm_num_groups": 16,
+        "block_out_channels": (64, 128),
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "dropout": 0.0,
+    },
+    # For tests: 45k parameters, 8x8 RGB.
+    "tiny": {
+        **_PAPER,
+        "sample_size": 8,
+        "in_channels": 3,
+        "out_channels": 3,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "block_out_channels": (8, 16),
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "dropout": 0.0,
+    },
+}
+UNET_PRESETS["lsun"] = UNET_PRESETS["celebahq"]
+
+
+def unet_config(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The `UNet2DModel` config of a preset (`cifar10`, `celebahq`, `lsun`, `small`, `tiny`), with overrides."""
+    if preset not in UNET_PRESETS:
+        raise ValueError(f"Unknown UNet preset {preset!r}; choose one of {sorted(UNET_PRESETS)}.")
+    return {**copy.deepcopy(UNET_PRESETS[preset]), **overrides}
+
+
+def build_unet(preset: str, **overrides: Any) -> UNet2DModel:
+    """A freshly initialised `UNet2DModel` from a preset; e.g. `build_unet("cifar10", dropout=0.0)`."""
+    return UNet2DModel(**unet_config(preset, **overrides))

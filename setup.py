@@ -1,0 +1,33 @@
+"""ddpm_hf: the DDPM paper (Ho, Jain & Abbeel 2020) for the Hugging Face ecosystem.
+
+On a CPU-only machine install the CPU build of torch first (`pip install torch==2.13.0` where that
+wheel is on disk, or the CPU index of pytorch.org): an unpinned torch pulls the CUDA build.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ddpm_hf",
+    version="0.1.0",
+    description="Denoising Diffusion Probabilistic Models, paper-exact, on diffusers, accelerate and the Hub",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["ddpm_hf", "ddpm_hf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "diffusers>=0.42",
+        "accelerate>=1.10",
+        "datasets>=4.0",
+        "huggingface_hub>=1.0",
+        "transformers>=4.56",
+        "safetensors>=0.6",
+        "numpy>=1.26",
+        "pillow>=10.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "scipy>=1.11", "ruff>=0.6"],
+    },
+)

@@ -1,0 +1,17 @@
+"""Shared fixtures. Nothing here touches the network: the Hub is switched off before any import."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ddpm_hf import build_unet  # noqa: E402
+
+
+@pytest.fixture
+def tiny_unet():
+    torch.manual_seed(0)
+    return build_unet("tiny").eval()
