@@ -5,10 +5,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from ddpm_hf import build_unet  # noqa: E402
+from ddpm_hf import build_unet
 
 
 @pytest.fixture

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
-.venv/bin/ruff check --config .ci/ruff.toml ddpm_hf train_scripts tests
+.venv/bin/ruff check --config .ci/ruff.toml ddpm_hf train_scripts tests setup.py
+.venv/bin/ruff format --check --config .ci/ruff.toml ddpm_hf train_scripts tests setup.py
 .venv/bin/python -m pytest tests "$@"

@@ -117,9 +117,7 @@ def test_add_noise_and_velocity_agree(schedule):
     x0, noise = torch.rand(8, 3, 4, 4, generator=g) * 2 - 1, torch.randn(8, 3, 4, 4, generator=g)
     t = torch.tensor([0, 1, 5, 20, 50, 90, 98, 99])
     torch.testing.assert_close(ours.add_noise(x0, noise, t), theirs.add_noise(x0, noise, t), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(
-        ours.get_velocity(x0, noise, t), theirs.get_velocity(x0, noise, t), rtol=1e-5, atol=1e-6
-    )
+    torch.testing.assert_close(ours.get_velocity(x0, noise, t), theirs.get_velocity(x0, noise, t), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours.add_noise(x0, noise, 20), theirs.add_noise(x0, noise, torch.tensor(20)))
 
 

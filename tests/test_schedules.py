@@ -36,7 +36,8 @@ def test_schedule_quantities_match_closed_forms(schedule):
         alphabar_prev.append(running)
         running *= 1 - beta
         alphabar.append(running)
-    beta_tilde = [b * (1 - ap) / (1 - a) for b, a, ap in zip(betas, alphabar, alphabar_prev)]
+    triples = list(zip(betas, alphabar, alphabar_prev, strict=True))
+    beta_tilde = [b * (1 - ap) / (1 - a) for b, a, ap in triples]
     expected = {
         "betas": betas,
         "alphas": [1 - b for b in betas],
@@ -44,10 +45,8 @@ def test_schedule_quantities_match_closed_forms(schedule):
         "alphas_cumprod_prev": alphabar_prev,
         "posterior_variance": beta_tilde,
         "posterior_log_variance_clipped": [math.log(beta_tilde[1])] + [math.log(v) for v in beta_tilde[1:]],
-        "posterior_mean_coef1": [b * math.sqrt(ap) / (1 - a) for b, a, ap in zip(betas, alphabar, alphabar_prev)],
-        "posterior_mean_coef2": [
-            (1 - ap) * math.sqrt(1 - b) / (1 - a) for b, a, ap in zip(betas, alphabar, alphabar_prev)
-        ],
+        "posterior_mean_coef1": [b * math.sqrt(ap) / (1 - a) for b, a, ap in triples],
+        "posterior_mean_coef2": [(1 - ap) * math.sqrt(1 - b) / (1 - a) for b, a, ap in triples],
         "large_log_variance": [math.log(beta_tilde[1])] + [math.log(b) for b in betas[1:]],
     }
     for name, values in expected.items():
@@ -94,8 +93,10 @@ def test_respaced_chain_follows_nichol_dhariwal():
     scheduler.set_timesteps(10)
     steps = scheduler.timesteps.flip(0).tolist()
     alphabar = scheduler.alphas_cumprod
-    expected = [1 - float(alphabar[s]) / (float(alphabar[p]) if k else 1.0) for k, (s, p) in
-                enumerate(zip(steps, [None, *steps[:-1]]))]
+    expected = [
+        1 - float(alphabar[s]) / (float(alphabar[p]) if k else 1.0)
+        for k, (s, p) in enumerate(zip(steps, [None, *steps[:-1]], strict=True))
+    ]
     np.testing.assert_allclose(scheduler.chain.betas.numpy(), expected, rtol=1e-12)
     np.testing.assert_allclose(scheduler.chain.alphas_cumprod.numpy(), alphabar[steps].numpy(), rtol=1e-12)
     assert steps[-1] == T - 1, "trailing spacing starts sampling at t = T"

@@ -1,0 +1,115 @@
+"""The bound of Eq. 5 against numerical integration, closed forms and oracle models."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from ddpm_hf import PaperDDPMScheduler, bits_per_dim, discretized_gaussian_log_likelihood, normal_kl, prior_bpd
+
+LN2 = math.log(2)
+
+
+@pytest.mark.parametrize("m1,lv1,m2,lv2", [(0.0, 0.0, 0.0, 0.0), (0.3, -1.0, -0.2, 0.5), (1.5, 0.7, 0.1, -2.0)])
+def test_normal_kl_against_numerical_integration(m1, lv1, m2, lv2):
+    p, q = stats.norm(m1, math.exp(0.5 * lv1)), stats.norm(m2, math.exp(0.5 * lv2))
+    expected, _ = integrate.quad(lambda x: p.pdf(x) * (p.logpdf(x) - q.logpdf(x)), -30, 30, epsabs=1e-12)
+    got = normal_kl(torch.tensor(m1, dtype=torch.float64), lv1, torch.tensor(m2, dtype=torch.float64), lv2)
+    assert float(got) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("mean,log_scale", [(0.0, math.log(0.5)), (0.37, math.log(0.01)), (-0.95, math.log(0.2))])
+def test_discretized_gaussian_is_a_distribution_over_256_levels(mean, log_scale):
+    levels = torch.linspace(-1, 1, 256, dtype=torch.float64)
+    log_p = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean), log_scale)
+    assert float(log_p.exp().sum()) == pytest.approx(1.0, abs=1e-9)
+    # Against the exact normal CDF over the same bins (the tanh approximation is within ~2e-4 of it).
+    edges = np.concatenate([[-np.inf], (levels[:-1].numpy() + 1 / 255), [np.inf]])
+    exact = np.diff(stats.norm.cdf(edges, loc=mean, scale=math.exp(log_scale)))
+    np.testing.assert_allclose(log_p.exp().numpy(), exact, atol=5e-4)
+
+
+def test_prior_term_is_the_kl_to_the_standard_normal():
+    scheduler = PaperDDPMScheduler(num_train_timesteps=10)
+    x0 = torch.rand(3, 1, 4, 4, dtype=torch.float64) * 2 - 1
+    ab = float(np.prod(1 - np.linspace(1e-4, 0.02, 10)))
+    per_dim = 0.5 * (ab * x0**2 + (1 - ab) - 1 - math.log(1 - ab))
+    torch.testing.assert_close(prior_bpd(scheduler, x0), per_dim.mean(dim=(1, 2, 3)) / LN2)
+
+
+def oracle(scheduler, x0):
+    """A model that is handed the true x_0 and returns the true noise of x_t (eps-prediction)."""
+    ab = scheduler.alphas_cumprod
+
+    def model(x_t, t):
+        a = ab[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    return model
+
+
+def data(batch=2, channels=3, size=4):
+    """Images on the 256-level grid of [-1, 1], as the decoder expects."""
+    levels = torch.randint(0, 256, (batch, channels, size, size), generator=torch.Generator().manual_seed(0))
+    return (levels.double() / 127.5 - 1).clamp(-1, 1)
+
+
+def test_oracle_with_fixed_small_has_zero_kl_terms():
+    scheduler = PaperDDPMScheduler(num_train_timesteps=50, variance_type="fixed_small")
+    x0 = data()
+    bound = bits_per_dim(oracle(scheduler, x0), scheduler, x0, generator=torch.Generator().manual_seed(0))
+    assert bound.terms_bpd.shape == (2, 50)
+    assert bound.terms_bpd[:, 1:].abs().max() < 1e-12
+    torch.testing.assert_close(bound.total_bpd, bound.terms_bpd[:, 0] + bound.prior_bpd, rtol=1e-12, atol=0)
+    assert bound.x0_mse.max() < 1e-20 and bound.eps_mse[:, 1:].max() < 1e-12
+
+
+def test_oracle_with_fixed_large_pays_only_the_variance_mismatch():
+    """Same means, sigma^2 = beta against beta-tilde: KL = 0.5 (-1 + log(b / bt) + bt / b), from the betas alone."""
+    T = 50
+    scheduler = PaperDDPMScheduler(num_train_timesteps=T, variance_type="fixed_large")
+    x0 = data()
+    bound = bits_per_dim(oracle(scheduler, x0), scheduler, x0, generator=torch.Generator().manual_seed(0))
+    betas = np.linspace(1e-4, 0.02, T)
+    ab = np.cumprod(1 - betas)
+    beta_tilde = betas[1:] * (1 - ab[:-1]) / (1 - ab[1:])
+    expected = 0.5 * (-1 + np.log(betas[1:] / beta_tilde) + beta_tilde / betas[1:]) / LN2
+    np.testing.assert_allclose(bound.terms_bpd[0, 1:].numpy(), expected, rtol=1e-9)
+
+
+def test_bound_is_batched_and_calls_the_model_without_grad(tiny_unet):
+    scheduler = PaperDDPMScheduler(num_train_timesteps=20)
+    x0 = data().float()
+    grad_states = []
+
+    def model(x_t, t):
+        grad_states.append(torch.is_grad_enabled())
+        return tiny_unet(x_t, t)
+
+    both = bits_per_dim(model, scheduler, x0, generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    assert grad_states == [False] * 20
+    for i in range(2):
+        one = bits_per_dim(tiny_unet, scheduler, x0[i : i + 1], generator=[torch.Generator().manual_seed(i)])
+        torch.testing.assert_close(one.total_bpd, both.total_bpd[i : i + 1], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(both.total_bpd).all() and (both.total_bpd > 0).all()
+
+
+def test_bound_with_learned_range_and_a_plain_function():
+    scheduler = PaperDDPMScheduler(num_train_timesteps=20, variance_type="learned_range")
+    x0 = data().float()
+
+    def model(x_t, t):  # returns a tensor, not an object with .sample
+        return torch.cat([torch.zeros_like(x_t), torch.full_like(x_t, 0.3)], dim=1)
+
+    bound = bits_per_dim(model, scheduler, x0, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(bound.terms_bpd).all() and (bound.terms_bpd[:, 1:] >= 0).all()
+
+
+def test_bound_leaves_the_sampling_chain_alone():
+    scheduler = PaperDDPMScheduler(num_train_timesteps=20)
+    scheduler.set_timesteps(5)
+    x0 = data()
+    bits_per_dim(oracle(scheduler, x0), scheduler, x0)
+    assert scheduler.timesteps.tolist() == [19, 15, 11, 7, 3]
