@@ -4,13 +4,15 @@ On a CPU-only machine install the CPU build of torch first (`pip install torch==
 wheel is on disk, or the CPU index of pytorch.org): an unpinned torch pulls the CUDA build.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="ddpm_hf",
     version="0.1.0",
     description="Denoising Diffusion Probabilistic Models, paper-exact, on diffusers, accelerate and the Hub",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["ddpm_hf", "ddpm_hf.*"]),

@@ -135,3 +135,41 @@ def test_add_noise_keeps_noise_in_bfloat16_at_small_t():
     # Rounding to bf16 is the only error left: half a unit in the last place, 2^-9 relative.
     assert ((ours_bf.double() - exact).abs() <= exact.abs() * 2**-8).all()
     assert (ours_bf != x0_bf).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_predict_x0_inverts_the_forward_process_per_sample(prediction_type):
+    """Handed the exact target (eps, x_0 or v), predict_x0 recovers x_0 for per-sample timesteps."""
+    scheduler = PaperDDPMScheduler(prediction_type=prediction_type)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(5, 3, 4, 4, generator=g) * 2 - 1, torch.randn(5, 3, 4, 4, generator=g)
+    t = torch.tensor([0, 10, 400, 900, 999])
+    x_t = scheduler.add_noise(x0, noise, t)
+    target = {"epsilon": noise, "sample": x0, "v_prediction": scheduler.get_velocity(x0, noise, t)}[prediction_type]
+    # x_t = sqrt(ab) x0 + sqrt(1 - ab) eps is rounded to float32; solving for x0 scales that by up to 1/sqrt(ab).
+    torch.testing.assert_close(scheduler.predict_x0(target, t, x_t), x0, rtol=0, atol=2e-3)
+    torch.testing.assert_close(scheduler.predict_epsilon(x0, t, x_t), noise, rtol=0, atol=1e-4)
+
+
+def test_a_diffusers_style_loop_with_tensor_timesteps():
+    """The usual loop `for t in scheduler.timesteps` passes 0-d tensors to the model and to step."""
+    ours, theirs = make_pair()
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(10)
+    x_ours = x_theirs = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    g_ours, g_theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for t in ours.timesteps:
+        x_ours = ours.step(fake_model(x_ours, int(t), False), t, x_ours, generator=g_ours).prev_sample
+        x_theirs = theirs.step(fake_model(x_theirs, int(t), False), t, x_theirs, generator=g_theirs).prev_sample
+    torch.testing.assert_close(x_ours, x_theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_step_keeps_the_sample_dtype_and_computes_in_float32_or_better(dtype):
+    scheduler = PaperDDPMScheduler(num_train_timesteps=T)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = scheduler.step(fake_model(x, 50, False).to(dtype), 50, x.to(dtype), generator=torch.Generator())
+    assert out.prev_sample.dtype == dtype
+    assert out.pred_original_sample.dtype == torch.promote_types(dtype, torch.float32)
+    exact = scheduler.step(fake_model(x, 50, False).to(dtype).double(), 50, x.to(dtype).double())
+    torch.testing.assert_close(out.pred_original_sample.double(), exact.pred_original_sample, rtol=0, atol=1e-5)
