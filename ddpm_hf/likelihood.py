@@ -16,7 +16,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from .scheduling_ddpm_paper import PaperDDPMScheduler
+from .scheduling_ddpm_paper import PaperDDPMScheduler, check_generators, upcast
 
 LOG2 = math.log(2.0)
 
@@ -70,7 +70,7 @@ def prior_bpd(scheduler: PaperDDPMScheduler, x_start: torch.Tensor) -> torch.Ten
     """L_T = KL(q(x_T | x_0) || N(0, I)) in bits/dim, shape `(batch_size,)`."""
     T = scheduler.config.num_train_timesteps
     alphabar_T = float(scheduler.alphas_cumprod[T - 1])
-    x0 = x_start.to(torch.promote_types(x_start.dtype, torch.float32))
+    x0 = upcast(x_start)
     kl = normal_kl(math.sqrt(alphabar_T) * x0, math.log(1.0 - alphabar_T), 0.0, 0.0)
     return mean_flat(kl) / LOG2
 
@@ -138,7 +138,7 @@ def bits_per_dim(
         scheduler: supplies the schedule, prediction type, variance type and clipping; its sampling
             chain (`set_timesteps`) is left untouched.
         x_start (`torch.Tensor` of shape `(batch_size, channels, height, width)`): data in [-1, 1].
-            Computed in float32, or float64 for float64 data.
+            Computed in float32, or float64 for float64 data; the model gets x_t in its parameters' dtype.
         generator: the source of the noise for x_t ~ q(x_t | x_0), one fresh draw per t.
         progress: show a progress bar over t.
 
@@ -148,21 +148,23 @@ def bits_per_dim(
         raise ValueError(f"`x_start` must have a batch dimension; got shape {tuple(x_start.shape)}.")
     if not isinstance(scheduler, PaperDDPMScheduler):
         raise ValueError(f"`scheduler` must be a PaperDDPMScheduler, got {type(scheduler).__name__}.")
+    check_generators(generator, x_start.shape[0])
     full = PaperDDPMScheduler.from_config(scheduler.config)
-    dtype = torch.promote_types(x_start.dtype, torch.float32)
-    x0 = x_start.to(dtype)
+    x0 = upcast(x_start)
     batch, T = x0.shape[0], len(full)
-    terms, x0_mse, eps_mse = (torch.zeros(batch, T, dtype=torch.float64, device=x0.device) for _ in range(3))
+    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    model_dtype = x0.dtype if parameter is None else parameter.dtype
+    terms, x0_mse, eps_mse = (torch.zeros(batch, T, dtype=x0.dtype, device=x0.device) for _ in range(3))
     for t in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bound"):
-        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=dtype)
+        noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = full.add_noise(x0, noise, t)
         t_batch = torch.full((batch,), t, device=x0.device, dtype=torch.long)
-        output = model(x_t, t_batch)
+        output = model(x_t.to(model_dtype), t_batch)
         output = getattr(output, "sample", output)
         terms[:, t], pred_x0 = vb_terms_bpd(full, output, x0, x_t, t)
         x0_mse[:, t] = mean_flat((pred_x0 - x0) ** 2)
         eps_mse[:, t] = mean_flat((full.predict_epsilon(pred_x0, t, x_t) - noise) ** 2)
-    prior = prior_bpd(full, x0).to(torch.float64)
+    prior = prior_bpd(full, x0)
     return VariationalBound(
         total_bpd=terms.sum(dim=1) + prior, prior_bpd=prior, terms_bpd=terms, x0_mse=x0_mse, eps_mse=eps_mse
     )

@@ -87,8 +87,8 @@ class DDPMPipeline(DiffusionPipeline):
                 from `generator` when not given.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, defaults to `True`): return a `DDPMPipelineOutput` rather than a tuple.
-            trajectory_timesteps (`Sequence[int]`, *optional*): timesteps of the chain at which to record x_t
-                and the x_0 prediction; all of them with `self.scheduler.timesteps`.
+            trajectory_timesteps (`Sequence[int]` or `torch.Tensor`, *optional*): timesteps of the sampling chain
+                at which to record x_t and the x_0 prediction.
 
         Returns:
             `DDPMPipelineOutput`, or a tuple of its non-empty fields.
@@ -112,7 +112,7 @@ class DDPMPipeline(DiffusionPipeline):
         device = self._execution_device
         self.scheduler.set_timesteps(num_inference_steps, device=device, timesteps=timesteps)
         chain_timesteps = self.scheduler.timesteps.tolist()
-        record = set(int(t) for t in trajectory_timesteps or ())
+        record = set() if trajectory_timesteps is None else {int(t) for t in trajectory_timesteps}
         if not record <= set(chain_timesteps):
             raise ValueError(
                 f"`trajectory_timesteps` {sorted(record - set(chain_timesteps))} are not in the sampling chain."
@@ -150,5 +150,9 @@ class DDPMPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Save as diffusers does (safetensors weights), declaring diffusers' `DDPMScheduler` in
         `model_index.json` so that stock diffusers loads the folder; this pipeline converts it back."""
+        own = self.config["scheduler"]
         self.register_to_config(scheduler=("diffusers", "DDPMScheduler"))
-        super().save_pretrained(save_directory, **kwargs)
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.register_to_config(scheduler=own)

@@ -1,8 +1,8 @@
 """The reverse process of Ho et al. (2020) as a diffusers scheduler, with the authors' formulas.
 
-`PaperDDPMScheduler` reads and writes the configuration of diffusers' `DDPMScheduler` (same keys,
-and a saved config names `DDPMScheduler` so stock diffusers loads it), and agrees with it wherever
-diffusers is right. It differs where diffusers departs from the paper:
+`PaperDDPMScheduler` reads and writes the configuration of diffusers' `DDPMScheduler` (the same
+keys, so either class loads the other's config) and agrees with it wherever diffusers is right. It
+differs where diffusers departs from the paper:
 
 - every schedule quantity is float64 (`DiffusionChain`), cast only when applied;
 - the log-variances are the authors' (first entry replaced by the second), so `fixed_large_log` is
@@ -15,7 +15,6 @@ diffusers is right. It differs where diffusers departs from the paper:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -138,12 +137,15 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         self.alphas = self.train_chain.alphas
         self.alphas_cumprod = self.train_chain.alphas_cumprod
         alphas_cumprod = self.alphas_cumprod
+        # Coefficients by timestep 0..T-1: the forward process's, of the training chain ...
         self._forward_tables = {
             "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
             "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
             "sqrt_recip_alphas_cumprod": alphas_cumprod.rsqrt(),
             "sqrt_recipm1_alphas_cumprod": (1 / alphas_cumprod - 1).sqrt(),
         }
+        # ... and the reverse process's, of the sampling chain (`_use_chain`); copies cached per device.
+        self._tables: dict[str, torch.Tensor] = {}
         self._device_tables: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
@@ -170,7 +172,10 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError("Pass exactly one of `num_inference_steps` and `timesteps`.")
         if timesteps is not None:
-            chosen = np.asarray(timesteps, dtype=np.int64).reshape(-1)
+            given = np.asarray(timesteps).reshape(-1)
+            chosen = given.astype(np.int64)
+            if (chosen != given).any():
+                raise ValueError(f"`timesteps` must be integers; got {list(timesteps)}.")
             if len(chosen) == 0 or (np.diff(chosen) >= 0).any():
                 raise ValueError(f"`timesteps` must be a non-empty, strictly descending list; got {list(timesteps)}.")
             if chosen[0] >= T or chosen[-1] < 0:
@@ -201,8 +206,24 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.from_numpy(descending.copy()).to(device)
         self._timestep_list = descending.tolist()
         ascending = descending[::-1].copy()
-        self.chain = self.train_chain.respaced(ascending)
+        self.chain = chain = self.train_chain.respaced(ascending)
         self._chain_index = {int(t): k for k, t in enumerate(ascending)}
+        on_chain = torch.from_numpy(ascending)
+
+        def by_timestep(values: torch.Tensor) -> torch.Tensor:
+            """Chain values placed at their timesteps; NaN at timesteps off the chain."""
+            return torch.full((len(self),), math.nan, dtype=torch.float64).index_copy_(0, on_chain, values)
+
+        self._tables = {
+            **self._forward_tables,
+            "posterior_mean_coef1": by_timestep(chain.posterior_mean_coef1),
+            "posterior_mean_coef2": by_timestep(chain.posterior_mean_coef2),
+            "posterior_variance": by_timestep(chain.posterior_variance),
+            "posterior_log_variance_clipped": by_timestep(chain.posterior_log_variance_clipped),
+            "large_log_variance": by_timestep(chain.large_log_variance),
+            "log_betas": by_timestep(chain.betas.log()),
+        }
+        self._device_tables.clear()
 
     def chain_index(self, timestep: int | torch.Tensor) -> int:
         """The index k of `timestep` in the current chain (k = 0 is the last, noise-free step)."""
@@ -230,11 +251,20 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         """Entry `timesteps` of a float64 table: a float for an int, else a tensor broadcastable to `like`.
 
         Tensors are gathered from a copy of the table cached on `like`'s device, so no host-device
-        synchronisation happens.
+        synchronisation happens; for the same reason only CPU tensors have their range checked.
         """
-        table = self._forward_tables[name]
+        T = len(self)
+        table = self._tables[name]
         if not isinstance(timesteps, torch.Tensor):
+            if int(timesteps) != timesteps or not 0 <= timesteps < T:
+                raise ValueError(f"`timesteps` must be integers in 0..{T - 1}; got {timesteps!r}.")
             return float(table[int(timesteps)])
+        if timesteps.is_floating_point() or timesteps.is_complex():
+            raise ValueError(f"`timesteps` must be an integer tensor; got dtype {timesteps.dtype}.")
+        if timesteps.device.type == "cpu" and timesteps.numel() > 0:
+            low, high = int(timesteps.min()), int(timesteps.max())
+            if low < 0 or high >= T:
+                raise ValueError(f"`timesteps` must lie in 0..{T - 1}; got values from {low} to {high}.")
         key = (name, like.device, like.dtype)
         if key not in self._device_tables:
             self._device_tables[key] = table.to(device=like.device, dtype=like.dtype)
@@ -253,7 +283,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
             `torch.Tensor`: x_t in `original_samples`' dtype, computed in float32 at least so that
             half-precision inputs keep their noise at small t.
         """
-        x0, eps = _upcast(original_samples), _upcast(noise)
+        x0, eps = upcast(original_samples), upcast(noise)
         x_t = (
             self._at("sqrt_alphas_cumprod", timesteps, x0) * x0
             + self._at("sqrt_one_minus_alphas_cumprod", timesteps, x0) * eps
@@ -262,7 +292,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: Timesteps) -> torch.Tensor:
         """v = sqrt(alphabar_t) eps - sqrt(1 - alphabar_t) x_0 (Salimans & Ho 2022), in `sample`'s dtype."""
-        x0, eps = _upcast(sample), _upcast(noise)
+        x0, eps = upcast(sample), upcast(noise)
         v = (
             self._at("sqrt_alphas_cumprod", timesteps, x0) * eps
             - self._at("sqrt_one_minus_alphas_cumprod", timesteps, x0) * x0
@@ -273,7 +303,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
 
     def predict_x0(self, model_output: torch.Tensor, timestep: Timesteps, sample: torch.Tensor) -> torch.Tensor:
         """x_0 implied by the model output at x_t = `sample` (Eq. 15 for epsilon), unclipped, float32 at least."""
-        out, x_t = _upcast(model_output), _upcast(sample)
+        out, x_t = upcast(model_output), upcast(sample)
         kind = self.config.prediction_type
         if kind == "epsilon":
             return (
@@ -290,44 +320,50 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
     def predict_epsilon(
         self, pred_original_sample: torch.Tensor, timestep: Timesteps, sample: torch.Tensor
     ) -> torch.Tensor:
-        """eps implied by an x_0 prediction at x_t = `sample` (Eq. 4 solved for eps)."""
-        x0, x_t = _upcast(pred_original_sample), _upcast(sample)
-        return (self._at("sqrt_recip_alphas_cumprod", timestep, x_t) * x_t - x0) / self._at(
-            "sqrt_recipm1_alphas_cumprod", timestep, x_t
+        """eps implied by an x_0 prediction at x_t = `sample`: Eq. 4 solved for eps (finite where alphabar_t = 0)."""
+        x0, x_t = upcast(pred_original_sample), upcast(sample)
+        return (x_t - self._at("sqrt_alphas_cumprod", timestep, x_t) * x0) / self._at(
+            "sqrt_one_minus_alphas_cumprod", timestep, x_t
         )
 
     def q_posterior(
-        self, original_sample: torch.Tensor, sample: torch.Tensor, timestep: int
-    ) -> tuple[torch.Tensor, float, float]:
-        """q(x_{t-1} | x_t, x_0) of the current chain (Eqs. 6-7): mean, variance and clipped log-variance."""
-        k = self.chain_index(timestep)
-        chain = self.chain
-        mean = float(chain.posterior_mean_coef1[k]) * _upcast(original_sample) + float(
-            chain.posterior_mean_coef2[k]
-        ) * _upcast(sample)
-        return mean, float(chain.posterior_variance[k]), float(chain.posterior_log_variance_clipped[k])
+        self, original_sample: torch.Tensor, sample: torch.Tensor, timestep: Timesteps
+    ) -> tuple[torch.Tensor, float | torch.Tensor, float | torch.Tensor]:
+        """q(x_{t-1} | x_t, x_0) of the current chain (Eqs. 6-7): mean, variance and clipped log-variance.
 
-    def p_mean_variance(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> PMeanVariance:
+        `timestep` is an int of the chain, or a tensor of them per sample (NaN results off the chain).
+        """
+        self._check_on_chain(timestep)
+        x0, x_t = upcast(original_sample), upcast(sample)
+        mean = (
+            self._at("posterior_mean_coef1", timestep, x_t) * x0 + self._at("posterior_mean_coef2", timestep, x_t) * x_t
+        )
+        return (
+            mean,
+            self._at("posterior_variance", timestep, mean),
+            self._at("posterior_log_variance_clipped", timestep, mean),
+        )
+
+    def p_mean_variance(self, model_output: torch.Tensor, timestep: Timesteps, sample: torch.Tensor) -> PMeanVariance:
         """p(x_{t-1} | x_t) of the current chain: the posterior mean at the (clipped) predicted x_0 and sigma_t^2.
 
         Args:
             model_output (`torch.Tensor`): shaped like `sample`, or with twice its channels for `learned_range`.
-            timestep (`int`): t, a timestep of the current chain.
+            timestep (`int` or `torch.Tensor` of shape `(batch_size,)`): t, timesteps of the current chain.
             sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`): x_t.
         """
-        k = self.chain_index(timestep)
+        self._check_on_chain(timestep)
         model_output, predicted_variance = self._split_output(model_output, sample)
         x0 = self._clip(self.predict_x0(model_output, timestep, sample))
-        chain = self.chain
-        mean = float(chain.posterior_mean_coef1[k]) * x0 + float(chain.posterior_mean_coef2[k]) * _upcast(sample)
+        mean, _, log_variance_small = self.q_posterior(x0, sample, timestep)
         if self.config.variance_type == "learned_range":
             # Nichol & Dhariwal Eq. 15: v interpolates between log beta-tilde_t and log beta_t.
-            frac = (_upcast(predicted_variance) + 1) / 2
-            log_variance = frac * math.log(chain.betas[k]) + (1 - frac) * float(chain.posterior_log_variance_clipped[k])
+            frac = (upcast(predicted_variance) + 1) / 2
+            log_variance = frac * self._at("log_betas", timestep, mean) + (1 - frac) * log_variance_small
         elif self.config.variance_type.startswith("fixed_small"):
-            log_variance = float(chain.posterior_log_variance_clipped[k])
+            log_variance = log_variance_small
         else:
-            log_variance = float(chain.large_log_variance[k])
+            log_variance = self._at("large_log_variance", timestep, mean)
         return PMeanVariance(mean=mean, log_variance=log_variance, pred_original_sample=x0)
 
     def step(
@@ -352,22 +388,24 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         Returns:
             `PaperDDPMSchedulerOutput` or `(prev_sample, pred_original_sample)`.
         """
-        k = self.chain_index(timestep)
+        t = int(timestep)
         check_generators(generator, sample.shape[0])
-        p = self.p_mean_variance(model_output, timestep, sample)
+        p = self.p_mean_variance(model_output, t, sample)
         prev_sample = p.mean
-        if k > 0:
+        if self.chain_index(t) > 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=p.mean.dtype)
-            std = (
-                torch.exp(0.5 * p.log_variance)
-                if isinstance(p.log_variance, torch.Tensor)
-                else math.exp(0.5 * p.log_variance)
-            )
+            log_variance = p.log_variance
+            std = (0.5 * log_variance).exp() if isinstance(log_variance, torch.Tensor) else math.exp(0.5 * log_variance)
             prev_sample = prev_sample + std * noise
         prev_sample = prev_sample.to(sample.dtype)
         if not return_dict:
             return prev_sample, p.pred_original_sample
         return PaperDDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=p.pred_original_sample)
+
+    def _check_on_chain(self, timestep: Timesteps) -> None:
+        """An int must be a timestep of the current chain (tensors are not checked: that would synchronise)."""
+        if not isinstance(timestep, torch.Tensor):
+            self.chain_index(timestep)
 
     def _split_output(
         self, model_output: torch.Tensor, sample: torch.Tensor
@@ -398,17 +436,8 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         s = s.clamp(min=1, max=self.config.sample_max_value).unsqueeze(1)
         return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
 
-    # ------------------------------------------------------------------ serialisation
 
-    def to_json_string(self) -> str:
-        """The config as JSON, naming diffusers' `DDPMScheduler` (whose keys this class shares) so that
-        stock diffusers, and `DDPMPipeline` without this package, load it."""
-        config = json.loads(super().to_json_string())
-        config["_class_name"] = "DDPMScheduler"
-        return json.dumps(config, indent=2, sort_keys=True) + "\n"
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
+def upcast(x: torch.Tensor) -> torch.Tensor:
     """`x` in float32, or float64 if it already is."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 

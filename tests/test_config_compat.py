@@ -7,25 +7,12 @@ from diffusers import DDPMScheduler
 
 from ddpm_hf import PaperDDPMScheduler
 
-# scheduler_config.json of the Hub model google/ddpm-cifar10-32, as diffusers 0.1.1 wrote it.
-GOOGLE_CIFAR10_SCHEDULER = {
-    "_class_name": "DDPMScheduler",
-    "_diffusers_version": "0.1.1",
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "clip_sample": True,
-    "num_train_timesteps": 1000,
-    "trained_betas": None,
-    "variance_type": "fixed_large",
-}
 
-
-def test_google_cifar10_config_loads_with_from_pretrained_and_from_config(tmp_path):
-    (tmp_path / "scheduler_config.json").write_text(json.dumps(GOOGLE_CIFAR10_SCHEDULER))
+def test_google_cifar10_config_loads_with_from_pretrained_and_from_config(tmp_path, google_cifar10_scheduler_config):
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(google_cifar10_scheduler_config))
     for scheduler in (
         PaperDDPMScheduler.from_pretrained(tmp_path),
-        PaperDDPMScheduler.from_config(GOOGLE_CIFAR10_SCHEDULER),
+        PaperDDPMScheduler.from_config(google_cifar10_scheduler_config),
     ):
         assert isinstance(scheduler, PaperDDPMScheduler)
         assert scheduler.config.variance_type == "fixed_large"
@@ -45,7 +32,7 @@ def test_config_written_here_loads_in_stock_diffusers(tmp_path):
     )
     ours.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "scheduler_config.json").read_text())
-    assert saved["_class_name"] == "DDPMScheduler"
+    assert saved["_class_name"] == "PaperDDPMScheduler"
     theirs = DDPMScheduler.from_pretrained(tmp_path)
     reloaded = PaperDDPMScheduler.from_pretrained(tmp_path)
     for key, value in ours.config.items():
@@ -62,10 +49,10 @@ def test_in_memory_config_keeps_our_defaults_in_diffusers():
     assert theirs.timesteps[0] == 999
 
 
-def test_diffusers_config_and_other_schedulers_keys_are_understood():
+def test_diffusers_config_and_other_schedulers_keys_are_understood(google_cifar10_scheduler_config):
     theirs = DDPMScheduler(variance_type="fixed_small_log", timestep_spacing="leading", steps_offset=1)
     ours = PaperDDPMScheduler.from_config(theirs.config)
     assert ours.config.variance_type == "fixed_small_log"
     assert ours.config.timestep_spacing == "leading" and ours.config.steps_offset == 1
-    ddim_like = {**GOOGLE_CIFAR10_SCHEDULER, "_class_name": "DDIMScheduler", "set_alpha_to_one": False}
+    ddim_like = {**google_cifar10_scheduler_config, "_class_name": "DDIMScheduler", "set_alpha_to_one": False}
     assert PaperDDPMScheduler.from_config(ddim_like).config.variance_type == "fixed_large"

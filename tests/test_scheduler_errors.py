@@ -117,3 +117,27 @@ def test_generator_list_of_wrong_length():
     x = torch.zeros(2, 3, 4, 4)
     with raises(r"`generator` is a list of 3 generators; expected one per sample \(2\)"):
         PaperDDPMScheduler().step(x, 999, x, generator=[torch.Generator() for _ in range(3)])
+
+
+@pytest.mark.parametrize("t", [-1, 1000, 2.5])
+def test_add_noise_timestep_out_of_range(t):
+    x = torch.zeros(1, 3, 4, 4)
+    with raises(r"`timesteps` must be integers in 0..999"):
+        PaperDDPMScheduler().add_noise(x, x, t)
+
+
+def test_add_noise_tensor_timesteps_out_of_range():
+    x = torch.zeros(2, 3, 4, 4)
+    with raises(r"`timesteps` must lie in 0..999; got values from -1 to 5"):
+        PaperDDPMScheduler().add_noise(x, x, torch.tensor([5, -1]))
+
+
+def test_add_noise_float_timesteps():
+    x = torch.zeros(2, 3, 4, 4)
+    with raises(r"`timesteps` must be an integer tensor; got dtype torch.float32"):
+        PaperDDPMScheduler().add_noise(x, x, torch.tensor([5.0, 1.0]))
+
+
+def test_custom_timesteps_not_integers():
+    with raises(r"`timesteps` must be integers; got \[500.7, 3.2\]"):
+        PaperDDPMScheduler().set_timesteps(timesteps=[500.7, 3.2])

@@ -173,3 +173,38 @@ def test_step_keeps_the_sample_dtype_and_computes_in_float32_or_better(dtype):
     assert out.pred_original_sample.dtype == torch.promote_types(dtype, torch.float32)
     exact = scheduler.step(fake_model(x, 50, False).to(dtype).double(), 50, x.to(dtype).double())
     torch.testing.assert_close(out.pred_original_sample.double(), exact.pred_original_sample, rtol=0, atol=1e-5)
+
+
+def test_posterior_with_per_sample_timesteps_matches_scalar_calls():
+    scheduler = PaperDDPMScheduler(num_train_timesteps=T, variance_type="learned_range")
+    scheduler.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x0, x_t = torch.rand(3, 3, 4, 4, generator=g) * 2 - 1, torch.randn(3, 3, 4, 4, generator=g)
+    out = torch.randn(3, 6, 4, 4, generator=g)
+    steps = [99, 49, 9]
+    mean, var, log_var = scheduler.q_posterior(x0, x_t, torch.tensor(steps))
+    p = scheduler.p_mean_variance(out, torch.tensor(steps), x_t)
+    for i, t in enumerate(steps):
+        m, v, lv = scheduler.q_posterior(x0[i : i + 1], x_t[i : i + 1], t)
+        torch.testing.assert_close(mean[i : i + 1], m)
+        assert float(var[i]) == pytest.approx(v) and float(log_var[i]) == pytest.approx(lv)
+        pi = scheduler.p_mean_variance(out[i : i + 1], t, x_t[i : i + 1])
+        torch.testing.assert_close(p.mean[i : i + 1], pi.mean)
+        torch.testing.assert_close(p.log_variance[i : i + 1], pi.log_variance)
+
+
+def test_last_step_is_the_posterior_mean_as_diffusers_computes_it():
+    """At a chain's last step diffusers' fixed_small adds noise of std 1e-10 only: its output is the mean that
+    every variance type must return there (ours adds no noise; diffusers' fixed_large would)."""
+    for variance_type in ("fixed_large", "learned_range"):
+        ours = PaperDDPMScheduler(num_train_timesteps=T, variance_type=variance_type)
+        reference = DDPMScheduler(num_train_timesteps=T, variance_type="fixed_small", timestep_spacing="trailing")
+        for scheduler in (ours, reference):
+            scheduler.set_timesteps(10)
+        last = ours.timesteps[-1].item()
+        assert last == 9
+        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        learned = variance_type == "learned_range"
+        got = ours.step(fake_model(x, last, learned), last, x, generator=torch.Generator()).prev_sample
+        want = reference.step(fake_model(x, last, False), last, x, generator=torch.Generator()).prev_sample
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
