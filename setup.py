@@ -15,7 +15,10 @@ setup(
     long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["ddpm_hf", "ddpm_hf.*"]),
+    packages=[*find_packages(include=["ddpm_hf", "ddpm_hf.*"]), "ddpm_hf.model_cards"],
+    # The card templates live at the top level (model_cards/) and install as ddpm_hf/model_cards.
+    package_dir={"ddpm_hf.model_cards": "model_cards"},
+    package_data={"ddpm_hf.model_cards": ["*.md"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -28,6 +31,9 @@ setup(
         "numpy>=1.26",
         "pillow>=10.0",
         "tqdm>=4.66",
+        "pyyaml>=6.0",
+        "scikit-learn>=1.3",
+        "tensorboard>=2.14",
     ],
     extras_require={
         "test": ["pytest>=8.0", "scipy>=1.11", "ruff>=0.6"],

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -102,13 +103,16 @@ class VariationalBound(BaseOutput):
     """The bound of Eq. 5 for each image, in bits/dim.
 
     Args:
-        total_bpd (`torch.Tensor` of shape `(batch_size,)`): L_T + sum of `terms_bpd`.
+        total_bpd (`torch.Tensor` of shape `(batch_size,)`): L_T + L_0 + the sum of the KL terms, or its
+            strided estimate (`is_estimate`).
         prior_bpd (`torch.Tensor` of shape `(batch_size,)`): L_T.
-        terms_bpd (`torch.Tensor` of shape `(batch_size, T)`): column i holds L_i of Eq. 5, evaluated at
-            x_{i+1} (paper time t = i + 1): the decoder term L_0 for i = 0, else
-            KL(q(x_i | x_{i+1}, x_0) || p(x_i | x_{i+1})).
-        x0_mse (`torch.Tensor` of shape `(batch_size, T)`): mean squared error of the clipped x_0 prediction.
-        eps_mse (`torch.Tensor` of shape `(batch_size, T)`): mean squared error of the eps implied by it.
+        terms_bpd (`torch.Tensor` of shape `(batch_size, K)`): column k holds the term at `timesteps[k]` = i,
+            L_i of Eq. 5 evaluated at x_{i+1} (paper time t = i + 1): the decoder term L_0 for i = 0, else
+            KL(q(x_i | x_{i+1}, x_0) || p(x_i | x_{i+1})). K = T for the full bound.
+        x0_mse (`torch.Tensor` of shape `(batch_size, K)`): mean squared error of the clipped x_0 prediction.
+        eps_mse (`torch.Tensor` of shape `(batch_size, K)`): mean squared error of the eps implied by it.
+        timesteps (`list[int]`): the timesteps i of the columns, ascending; 0..T-1 for the full bound.
+        is_estimate (`bool`): whether the KL sum was estimated from a stride of timesteps.
     """
 
     total_bpd: torch.Tensor
@@ -116,6 +120,8 @@ class VariationalBound(BaseOutput):
     terms_bpd: torch.Tensor
     x0_mse: torch.Tensor
     eps_mse: torch.Tensor
+    timesteps: list[int]
+    is_estimate: bool
 
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], object]
@@ -128,8 +134,9 @@ def bits_per_dim(
     x_start: torch.Tensor,
     generator: torch.Generator | list[torch.Generator] | None = None,
     progress: bool = False,
+    num_timesteps: int | None = None,
 ) -> VariationalBound:
-    """Evaluate the bound of Eq. 5 on a batch over all T steps (the authors' `calc_bpd_loop`).
+    """Evaluate the bound of Eq. 5 on a batch over all T steps (the authors' `calc_bpd_loop`), or estimate it.
 
     Args:
         model: called as `model(x_t, t)` with `t` a long tensor of shape `(batch_size,)`; returns the
@@ -141,6 +148,8 @@ def bits_per_dim(
             Computed in float32, or float64 for float64 data; the model gets x_t in its parameters' dtype.
         generator: the source of the noise for x_t ~ q(x_t | x_0), one fresh draw per t.
         progress: show a progress bar over t.
+        num_timesteps: a cheaper, labelled estimate (`is_estimate`): L_0 and the KL terms at
+            `num_timesteps - 1` evenly spaced timesteps, whose mean times T - 1 stands for the KL sum.
 
     Only one step's activations are alive at a time.
     """
@@ -152,19 +161,36 @@ def bits_per_dim(
     full = PaperDDPMScheduler.from_config(scheduler.config)
     x0 = upcast(x_start)
     batch, T = x0.shape[0], len(full)
+    if num_timesteps is not None and not 2 <= num_timesteps <= T:
+        raise ValueError(f"`num_timesteps` must lie in 2..{T} (or be None for all), got {num_timesteps}.")
+    timesteps = _bound_timesteps(T, num_timesteps)
     parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     model_dtype = x0.dtype if parameter is None else parameter.dtype
-    terms, x0_mse, eps_mse = (torch.zeros(batch, T, dtype=x0.dtype, device=x0.device) for _ in range(3))
-    for t in tqdm(range(T - 1, -1, -1), disable=not progress, desc="bound"):
+    terms, x0_mse, eps_mse = (torch.zeros(batch, len(timesteps), dtype=x0.dtype, device=x0.device) for _ in range(3))
+    for k, t in tqdm(list(enumerate(timesteps))[::-1], disable=not progress, desc="bound"):
         noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = full.add_noise(x0, noise, t)
         t_batch = torch.full((batch,), t, device=x0.device, dtype=torch.long)
         output = model(x_t.to(model_dtype), t_batch)
         output = getattr(output, "sample", output)
-        terms[:, t], pred_x0 = vb_terms_bpd(full, output, x0, x_t, t)
-        x0_mse[:, t] = mean_flat((pred_x0 - x0) ** 2)
-        eps_mse[:, t] = mean_flat((full.predict_epsilon(pred_x0, t, x_t) - noise) ** 2)
+        terms[:, k], pred_x0 = vb_terms_bpd(full, output, x0, x_t, t)
+        x0_mse[:, k] = mean_flat((pred_x0 - x0) ** 2)
+        eps_mse[:, k] = mean_flat((full.predict_epsilon(pred_x0, t, x_t) - noise) ** 2)
     prior = prior_bpd(full, x0)
+    kl_sum = terms[:, 1:].sum(dim=1) if len(timesteps) == T else terms[:, 1:].mean(dim=1) * (T - 1)
     return VariationalBound(
-        total_bpd=terms.sum(dim=1) + prior, prior_bpd=prior, terms_bpd=terms, x0_mse=x0_mse, eps_mse=eps_mse
+        total_bpd=prior + terms[:, 0] + kl_sum,
+        prior_bpd=prior,
+        terms_bpd=terms,
+        x0_mse=x0_mse,
+        eps_mse=eps_mse,
+        timesteps=timesteps,
+        is_estimate=len(timesteps) < T,
     )
+
+
+def _bound_timesteps(T: int, num_timesteps: int | None) -> list[int]:
+    """0 (the decoder term) and the KL timesteps: all of 1..T-1, or `num_timesteps - 1` evenly spaced ones."""
+    if num_timesteps is None or num_timesteps >= T:
+        return list(range(T))
+    return [0, *np.unique(np.linspace(1, T - 1, num_timesteps - 1).round().astype(int)).tolist()]

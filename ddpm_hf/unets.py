@@ -47,7 +47,7 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "up_block_types": ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
         "dropout": 0.0,
     },
-    # 8x8 grayscale (sklearn's digits) on a CPU: the paper's design, narrower and shallower; 2.8M parameters.
+    # 8x8 grayscale (sklearn's digits) on a CPU: the paper's design, narrower and shallower; 0.7M parameters.
     "small": {
         **_PAPER,
         "sample_size": 8,
@@ -55,7 +55,7 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "out_channels": 1,
         "layers_per_block": 1,
         "norm_num_groups": 16,
-        "block_out_channels": (64, 128),
+        "block_out_channels": (32, 64),
         "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
         "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
         "dropout": 0.0,

@@ -1,6 +1,8 @@
 """Shared fixtures. Nothing here touches the network: the Hub is switched off before any import."""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -31,3 +33,29 @@ def google_cifar10_scheduler_config():
         "trained_betas": None,
         "variance_type": "fixed_large",
     }
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; tests that build an Accelerator in-process start and end clean."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def accelerate_launch():
+    """The command line of `accelerate launch` with N processes (N > 1: torchrun, gloo on the CPU), no config file."""
+
+    def command(num_processes: int, script: Path, *args: str) -> list[str]:
+        launcher = Path(sys.executable).parent / "accelerate"
+        flags = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if num_processes > 1:
+            flags.append("--multi_gpu")
+        return [str(launcher), "launch", "--num_processes", str(num_processes), *flags, str(script), *args]
+
+    return command

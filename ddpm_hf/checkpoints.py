@@ -1,0 +1,58 @@
+"""Checkpoint folders: written under a temporary name and renamed when complete, so `latest` never
+points at a half-written one; pruned to a total limit only after a new one is complete."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"checkpoint-{step}"
+
+
+def temporary_dir(root: Path, step: int) -> Path:
+    return root / f".tmp-checkpoint-{step}"
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def finish(root: Path, step: int, state: dict, total_limit: int | None) -> Path:
+    """Record `state` in the temporary folder of `step`, rename it into place, then prune old ones."""
+    tmp, final = temporary_dir(root, step), checkpoint_dir(root, step)
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    if total_limit is not None:
+        for old in complete_checkpoints(root)[:-total_limit]:
+            shutil.rmtree(old)
+    return final
+
+
+def resolve(resume_from: str, root: Path) -> Path:
+    """The checkpoint folder that `--resume_from_checkpoint` names (`latest` or a path)."""
+    if resume_from == "latest":
+        found = complete_checkpoints(root)
+        if not found:
+            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {root}.")
+        return found[-1]
+    path = Path(resume_from)
+    if not (path / STATE_FILE).is_file():
+        raise ValueError(f"--resume_from_checkpoint {resume_from} is not a complete checkpoint (no {STATE_FILE}).")
+    return path
+
+
+def read_state(path: Path) -> dict:
+    return json.loads((path / STATE_FILE).read_text())

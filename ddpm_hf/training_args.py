@@ -1,0 +1,244 @@
+"""Arguments of `train_scripts/train_ddpm.py`: typed dataclasses, the paper's set-ups as presets, and parsing.
+
+Precedence, lowest first: the dataclass defaults (the embedded CPU default job), `--preset`, a
+`--config` file (JSON or YAML with the same keys as the flags), then the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+from .schedules import BETA_SCHEDULES
+from .scheduling_ddpm_paper import PREDICTION_TYPES, VARIANCE_TYPES
+from .unets import UNET_PRESETS
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A dataset on the Hub (or a local dataset folder) read with `datasets.load_dataset`."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_data_dir: str | None = field(
+        default=None, metadata={"help": "A local folder of images (any depth), read as an `imagefolder`."}
+    )
+    eval_data_dir: str | None = field(
+        default=None, metadata={"help": "A local folder of held-out images; default: a split of the training data."}
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "The dataset column holding the images; default: the first image column."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` caches downloads."})
+    eval_split_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the training images held out for evaluation when the data has no test split."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training images (after the held-out split)."}
+    )
+    resolution: int = field(default=8, metadata={"help": "Side of the square training images, in pixels."})
+    center_crop: bool = field(
+        default=True,
+        metadata={
+            "help": "Scale the short side to the resolution and keep the centre square; false: squash the whole "
+            "image to a square. (No random crops: images are decoded once.)"
+        },
+    )
+    random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
+    skip_bad_images: bool = field(
+        default=False, metadata={"help": "Skip (and count) unreadable images instead of stopping with their name."}
+    )
+
+
+@dataclass
+class ModelArguments:
+    unet: str = field(
+        default="small",
+        metadata={"help": f"A UNet preset ({', '.join(sorted(UNET_PRESETS))}) or a UNet2DModel config.json path."},
+    )
+    dropout: float | None = field(default=None, metadata={"help": "Override the UNet's dropout."})
+    num_train_timesteps: int = field(default=1000, metadata={"help": "T, the number of diffusion steps."})
+    beta_schedule: str = field(default="linear", metadata={"help": f"One of {', '.join(BETA_SCHEDULES)}."})
+    beta_start: float = field(default=1e-4, metadata={"help": "beta_1 of the linear-type schedules."})
+    beta_end: float = field(default=0.02, metadata={"help": "beta_T of the linear-type schedules."})
+    prediction_type: str = field(default="epsilon", metadata={"help": f"One of {', '.join(PREDICTION_TYPES)}."})
+    variance_type: str = field(
+        default="fixed_large",
+        metadata={"help": f"Reverse-process variance for sampling: one of {', '.join(VARIANCE_TYPES[:4])}."},
+    )
+    ddpm_num_inference_steps: int | None = field(
+        default=None, metadata={"help": "Steps of the sampling chain for sample grids; default: all T."}
+    )
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: str = field(default="ddpm-digits", metadata={"help": "Where the pipeline, card, samples go."})
+    seed: int = field(default=0, metadata={"help": "Seed of everything random: data order, noise, init."})
+    train_batch_size: int = field(default=128, metadata={"help": "Images per process per micro-batch."})
+    total_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Images per optimizer step over all processes and accumulation; sets train_batch_size."},
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    num_epochs: int | None = field(default=None, metadata={"help": "Train this many epochs (if no max_train_steps)."})
+    max_train_steps: int | None = field(default=1200, metadata={"help": "Optimizer steps to train for."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
+    lr_scheduler: str = field(
+        default="constant_with_warmup",
+        metadata={"help": "constant, constant_with_warmup, linear, cosine, ... (diffusers.optimization)."},
+    )
+    lr_warmup_steps: int = field(default=100, metadata={"help": "Optimizer steps of linear warmup."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (0: the paper's Adam)."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this; 0 disables."})
+    use_ema: bool = field(default=True, metadata={"help": "Keep an EMA of the weights; it is what is sampled."})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay (the paper: 0.9999)."})
+    ema_warmup: bool = field(
+        default=True,
+        metadata={"help": "Warm the decay up as 1 - (1 + step/inv_gamma)^-power; off: fixed decay, as the paper."},
+    )
+    ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warm-up inv_gamma."})
+    ema_power: float = field(default=3 / 4, metadata={"help": "EMA warm-up power."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "no, fp16 or bf16; default: accelerate's config. Noise stays float32."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
+    channels_last: bool = field(default=False, metadata={"help": "Use the channels_last memory format."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the UNet."})
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Torch threads per process when training on the CPU; default: the usable cores divided among "
+            "this machine's processes (`accelerate launch` alone would pin one thread per process)."
+        },
+    )
+    allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)."})
+    logger: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, or none."})
+    logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
+    logging_steps: int = field(default=50, metadata={"help": "Log (and check the loss is finite) every N steps."})
+    save_images_steps: int = field(
+        default=0, metadata={"help": "Also write a sample grid every N steps (0: only at the end)."}
+    )
+    num_sample_images: int = field(default=64, metadata={"help": "Images in each sample grid."})
+    eval_steps: int = field(default=500, metadata={"help": "Evaluate the bound on held-out images every N steps."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Held-out images in each evaluation."})
+    eval_num_timesteps: int | None = field(
+        default=50, metadata={"help": "Strided estimate of the bound over N timesteps; unset: the full T-step bound."}
+    )
+    save_model_steps: int = field(default=0, metadata={"help": "Also save the pipeline every N steps (0: at the end)."})
+    checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N steps."})
+    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or `latest` in output_dir/checkpoints."}
+    )
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Ho et al. (2020), Appendix B: CIFAR-10 32x32.
+    "cifar10": {
+        "dataset_name": "uoft-cs/cifar10",
+        "resolution": 32,
+        "random_flip": True,
+        "unet": "cifar10",
+        "variance_type": "fixed_large",
+        "total_batch_size": 128,
+        "learning_rate": 2e-4,
+        "lr_scheduler": "constant_with_warmup",
+        "lr_warmup_steps": 5000,
+        "max_grad_norm": 1.0,
+        "ema_decay": 0.9999,
+        "ema_warmup": False,
+        "max_train_steps": 800_000,
+        "output_dir": "ddpm-cifar10",
+    },
+    # CelebA-HQ 256x256 (0.5M steps); the dataset must be given.
+    "celebahq": {
+        "resolution": 256,
+        "random_flip": True,
+        "unet": "celebahq",
+        "variance_type": "fixed_small",
+        "total_batch_size": 64,
+        "learning_rate": 2e-5,
+        "lr_scheduler": "constant_with_warmup",
+        "lr_warmup_steps": 5000,
+        "max_grad_norm": 1.0,
+        "ema_decay": 0.9999,
+        "ema_warmup": False,
+        "max_train_steps": 500_000,
+        "output_dir": "ddpm-celebahq",
+    },
+}
+# LSUN 256x256: as CelebA-HQ; Bedroom 2.4M steps without flips, Cat 1.8M, Church 1.2M.
+PRESETS["lsun"] = {**PRESETS["celebahq"], "max_train_steps": 1_200_000, "output_dir": "ddpm-lsun"}
+PRESETS["lsun_church"] = PRESETS["lsun"]
+PRESETS["lsun_cat"] = {**PRESETS["lsun"], "max_train_steps": 1_800_000}
+PRESETS["lsun_bedroom"] = {**PRESETS["lsun"], "max_train_steps": 2_400_000, "random_flip": False}
+
+
+@dataclass
+class DDPMTrainArguments:
+    """All arguments, as the trainer reads them (`args.data.resolution`, `args.train.seed`, ...)."""
+
+    data: DataArguments
+    model: ModelArguments
+    train: TrainingArguments
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """One flat dict of every argument (the form of a `--config` file)."""
+        return {
+            "preset": self.preset,
+            **dataclasses.asdict(self.data),
+            **dataclasses.asdict(self.model),
+            **dataclasses.asdict(self.train),
+        }
+
+
+def _field_names() -> set[str]:
+    return {f.name for cls in (DataArguments, ModelArguments, TrainingArguments) for f in dataclasses.fields(cls)}
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--config {path}: no such file.")
+    text = file.read_text()
+    values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} must hold a mapping of argument names to values.")
+    unknown = sorted(set(values) - _field_names() - {"preset"})
+    if unknown:
+        raise ValueError(f"--config {path} has unknown arguments: {unknown}.")
+    return values
+
+
+def parse_train_args(argv: list[str] | None = None) -> DDPMTrainArguments:
+    """Parse the command line (`argv`, default `sys.argv[1:]`) into `DDPMTrainArguments`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    file_values = _read_config_file(known.config) if known.config else {}
+    preset = known.preset or file_values.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+    file_values.pop("preset", None)
+
+    parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments), description=__doc__)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="One of the paper's set-ups; flags override it.")
+    parser.add_argument("--config", help="A JSON or YAML file of arguments; flags override it.")
+    parser.set_defaults(**{**PRESETS.get(preset, {}), **file_values})
+    data, model, train, *_ = parser.parse_args_into_dataclasses(args=rest)
+    return DDPMTrainArguments(data=data, model=model, train=train, preset=preset)

@@ -1,0 +1,62 @@
+"""Arguments: every flag documented, presets, config files and the command line in that order."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddpm_hf.training_args import PRESETS, DataArguments, ModelArguments, TrainingArguments, parse_train_args
+
+SCRIPT = Path(__file__).resolve().parents[1] / "train_scripts" / "train_ddpm.py"
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    for cls in (DataArguments, ModelArguments, TrainingArguments):
+        for f in dataclasses.fields(cls):
+            assert f"--{f.name}" in out, f.name
+            assert f.metadata.get("help"), f"{f.name} has no help text"
+    assert "--preset" in out and "--config" in out
+
+
+def test_defaults_are_the_embedded_cpu_job():
+    args = parse_train_args([])
+    assert args.data.dataset_name is None and args.data.train_data_dir is None
+    assert args.model.unet == "small" and args.data.resolution == 8
+    assert args.preset is None
+
+
+def test_preset_then_config_file_then_command_line(tmp_path):
+    args = parse_train_args(["--preset", "cifar10"])
+    assert args.model.unet == "cifar10" and args.train.learning_rate == 2e-4 and args.train.lr_warmup_steps == 5000
+    assert args.train.total_batch_size == 128 and args.train.ema_decay == 0.9999 and not args.train.ema_warmup
+    assert args.data.random_flip and args.model.variance_type == "fixed_large" and args.train.max_grad_norm == 1.0
+    assert parse_train_args(["--preset", "lsun_bedroom"]).data.random_flip is False
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"preset": "cifar10", "learning_rate": 1e-4, "seed": 7}))
+    args = parse_train_args(["--config", str(config), "--seed", "9"])
+    assert args.preset == "cifar10" and args.model.unet == "cifar10"
+    assert args.train.learning_rate == 1e-4 and args.train.seed == 9
+
+    yaml_config = tmp_path / "run.yaml"
+    yaml_config.write_text("resolution: 16\nrandom_flip: true\n")
+    args = parse_train_args(["--config", str(yaml_config)])
+    assert args.data.resolution == 16 and args.data.random_flip
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"--config .*missing.json: no such file"):
+        parse_train_args(["--config", str(tmp_path / "missing.json")])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"learning_rat": 1e-4}))
+    with pytest.raises(ValueError, match=r"unknown arguments: \['learning_rat'\]"):
+        parse_train_args(["--config", str(bad)])
+
+
+def test_every_preset_parses():
+    for name in PRESETS:
+        assert parse_train_args(["--preset", name]).preset == name
