@@ -32,13 +32,24 @@ def finish(root: Path, step: int, state: dict, total_limit: int | None) -> Path:
     """Record `state` in the temporary folder of `step`, rename it into place, then prune old ones."""
     tmp, final = temporary_dir(root, step), checkpoint_dir(root, step)
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    if final.exists():  # a checkpoint of the same step (from an earlier attempt) stays until this one is in place
+        replaced = final.rename(root / f".old-checkpoint-{step}")
+        tmp.rename(final)
+        shutil.rmtree(replaced)
+    else:
+        tmp.rename(final)
     if total_limit is not None:
         for old in complete_checkpoints(root)[:-total_limit]:
             shutil.rmtree(old)
     return final
+
+
+def remove_unfinished(root: Path) -> None:
+    """Delete what interrupted saves left behind (temporary and replaced folders)."""
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith((".tmp-checkpoint-", ".old-checkpoint-")):
+                shutil.rmtree(path)
 
 
 def resolve(resume_from: str, root: Path) -> Path:

@@ -183,7 +183,9 @@ class StepSampler:
     uninterrupted one would. The last incomplete global batch of an epoch is dropped.
     """
 
-    def __init__(self, num_images: int, batch_size: int, num_processes: int, rank: int, seed: int):
+    def __init__(
+        self, num_images: int, batch_size: int, num_processes: int, rank: int, seed: int, device: str | None = None
+    ):
         self.global_batch = batch_size * num_processes
         if num_images < self.global_batch:
             raise ValueError(
@@ -191,14 +193,17 @@ class StepSampler:
                 f"({batch_size} per process x {num_processes} processes)."
             )
         self.num_images, self.batch_size, self.rank, self.seed = num_images, batch_size, rank, seed
+        self.device = device
         self.batches_per_epoch = num_images // self.global_batch
         self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def indices(self, micro_step: int) -> torch.Tensor:
+        """This process's image indices at `micro_step`, on `device` (copied there once per epoch)."""
         epoch, position = divmod(micro_step, self.batches_per_epoch)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(self._mix(epoch)))
+            generator = torch.Generator().manual_seed(self._mix(epoch))
+            self._order = torch.randperm(self.num_images, generator=generator).to(self.device)
         start = position * self.global_batch + self.rank * self.batch_size
         return self._order[start : start + self.batch_size]
 
@@ -207,7 +212,11 @@ class StepSampler:
 
 
 def step_generator(seed: int, micro_step: int, rank: int, device: torch.device) -> torch.Generator:
-    """The generator of one micro-step's flips, timesteps and noise on one process."""
+    """The generator of one micro-step's flips, timesteps and noise on one process.
+
+    Its seed mixes (seed, micro-step, rank) with a stream tag of 1, which keeps it apart from the
+    sampler's per-epoch seeds (seed, epoch).
+    """
     state = int(np.random.SeedSequence([seed, micro_step, rank, 1]).generate_state(1)[0])
     return torch.Generator(device=device).manual_seed(state)
 

@@ -9,13 +9,13 @@ saves the EMA pipeline, a sample grid and a model card.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -36,13 +36,15 @@ from .likelihood import bits_per_dim
 from .model_card import write_model_card
 from .pipeline_ddpm import DDPMPipeline
 from .scheduling_ddpm_paper import PaperDDPMScheduler
-from .training_args import DDPMTrainArguments
-from .unets import UNET_PRESETS, unet_config
+from .training_args import DDPMTrainArguments, TrainingArguments, check_train_args
+from .unets import training_unet_config
 
 logger = get_logger(__name__)
 
-# Datasets up to this size live on the accelerator; larger ones stay in (pinned) host memory.
+# Datasets up to this size live on the accelerator; larger ones stay in host memory.
 MAX_DEVICE_DATA_BYTES = 2**30
+# What must match between a checkpoint and the run resuming it for the resumed run to be exact.
+RESUME_KEYS = ("seed", "num_processes", "per_process_batch_size", "gradient_accumulation_steps", "num_train_images")
 
 
 class DDPMTrainer:
@@ -50,134 +52,171 @@ class DDPMTrainer:
 
     def __init__(self, args: DDPMTrainArguments):
         self.args = args
-        a, m, d = args.train, args.model, args.data
-        self.output_dir = Path(a.output_dir)
+        data_args, model_args, train_args = args.data, args.model, args.train
+        check_train_args(args)
+        config = training_unet_config(model_args.unet, data_args.resolution, model_args.dropout)
+        self.output_dir = Path(train_args.output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
-        if m.variance_type == "learned_range":
-            raise ValueError("--variance_type learned_range needs the hybrid loss of Nichol & Dhariwal; not offered.")
-        config = _unet_config(m, d.resolution)
         self.resume_path = self._check_output_dir()
         self.accelerator = accelerator = Accelerator(
             # Without an accelerator, `accelerate launch --multi_gpu` starts torchrun processes that accelerate
             # leaves unconnected unless told to use the CPU: then they join a gloo group (MULTI_CPU).
             cpu=not torch.accelerator.is_available(),
-            gradient_accumulation_steps=a.gradient_accumulation_steps,
-            mixed_precision=a.mixed_precision,
-            log_with=None if a.logger == "none" else a.logger,
+            gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+            mixed_precision=train_args.mixed_precision,
+            log_with=None if train_args.logger == "none" else train_args.logger,
             project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / a.logging_dir)
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / train_args.logging_dir)
             ),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=train_args.ddp_timeout))],
         )
-        self.batch_size = _per_process_batch(a, accelerator.num_processes)
-        self.total_batch_size = self.batch_size * accelerator.num_processes * a.gradient_accumulation_steps
+        self.batch_size = _per_process_batch(train_args, accelerator.num_processes)
+        self.total_batch_size = self.batch_size * accelerator.num_processes * train_args.gradient_accumulation_steps
         self.scheduler = PaperDDPMScheduler(
-            num_train_timesteps=m.num_train_timesteps,
-            beta_schedule=m.beta_schedule,
-            beta_start=m.beta_start,
-            beta_end=m.beta_end,
-            prediction_type=m.prediction_type,
-            variance_type=m.variance_type,
+            num_train_timesteps=model_args.num_train_timesteps,
+            beta_schedule=model_args.beta_schedule,
+            beta_start=model_args.beta_start,
+            beta_end=model_args.beta_end,
+            prediction_type=model_args.prediction_type,
+            variance_type=model_args.variance_type,
         )
 
         with accelerator.main_process_first():
-            self.data = load_image_data(d, channels=config["in_channels"])
+            self.data = load_image_data(data_args, channels=config["in_channels"])
         if self.data.skipped:
             logger.warning(f"Skipped {len(self.data.skipped)} unreadable images, e.g. {self.data.skipped[:3]}")
+        if train_args.eval_steps and len(self.data.eval) == 0:
+            raise ValueError("The held-out set is empty; give --eval_data_dir or set --eval_steps 0.")
+        on_device = self.data.train.numel() <= MAX_DEVICE_DATA_BYTES
+        self.images = self.data.train.to(accelerator.device) if on_device else self.data.train
         self.sampler = StepSampler(
-            len(self.data.train), self.batch_size, accelerator.num_processes, accelerator.process_index, a.seed
+            len(self.data.train),
+            self.batch_size,
+            accelerator.num_processes,
+            accelerator.process_index,
+            train_args.seed,
+            device=self.images.device,
         )
-        steps_per_epoch = self.sampler.batches_per_epoch // a.gradient_accumulation_steps
-        if a.max_train_steps is None and a.num_epochs is None:
-            raise ValueError("Give --max_train_steps or --num_epochs.")
-        self.max_steps = a.max_train_steps if a.max_train_steps is not None else a.num_epochs * steps_per_epoch
+        steps_per_epoch = self.sampler.batches_per_epoch // train_args.gradient_accumulation_steps
+        self.max_steps = train_args.max_train_steps or train_args.num_epochs * steps_per_epoch
         if self.max_steps < 1:
-            raise ValueError(f"Nothing to train: {self.max_steps} optimizer steps.")
+            raise ValueError(
+                f"An epoch of {len(self.data.train)} images is less than one optimizer step of "
+                f"{self.total_batch_size}; give --max_train_steps."
+            )
+        if self.resume_path is not None:
+            self._check_resumable()
 
         if accelerator.device.type == "cpu":
-            torch.set_num_threads(a.cpu_threads or _cores_per_local_process())
-        set_seed(a.seed)
+            torch.set_num_threads(train_args.cpu_threads or _cores_per_local_process())
+        set_seed(train_args.seed)  # the same initial weights on every process
         unet = UNet2DModel(**config)
-        if a.gradient_checkpointing:
+        set_seed(train_args.seed, device_specific=True)  # but each process its own dropout masks
+        if train_args.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        if a.channels_last:
+        if train_args.channels_last:
             unet = unet.to(memory_format=torch.channels_last)
-        if a.allow_tf32:
+        if train_args.allow_tf32:
             if torch.cuda.is_available():
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
             else:
                 logger.warning("--allow_tf32 has no effect without a CUDA device.")
-        self.ema = (
-            EMAModel(
-                unet.parameters(),
-                decay=a.ema_decay,
-                # diffusers' EMAModel always warms up unless the floor equals the decay: a fixed decay.
-                min_decay=0.0 if a.ema_warmup else a.ema_decay,
-                use_ema_warmup=a.ema_warmup,
-                inv_gamma=a.ema_inv_gamma,
-                power=a.ema_power,
-                foreach=True,
-            )
-            if a.use_ema
-            else None
-        )
+        self.ema = _ema(unet, train_args) if train_args.use_ema else None
         optimizer = torch.optim.AdamW(
             unet.parameters(),
-            lr=a.learning_rate,
-            betas=(a.adam_beta1, a.adam_beta2),
-            weight_decay=a.adam_weight_decay,
-            eps=a.adam_epsilon,
+            lr=train_args.learning_rate,
+            betas=(train_args.adam_beta1, train_args.adam_beta2),
+            weight_decay=train_args.adam_weight_decay,
+            eps=train_args.adam_epsilon,
             fused=accelerator.device.type == "cuda",
         )
         # Not passed to `accelerator.prepare`, which would step it once per process: it is stepped once per
         # optimizer step, so warm-up and decay count optimizer steps whatever the processes and accumulation.
         self.lr_scheduler = get_scheduler(
-            a.lr_scheduler, optimizer, num_warmup_steps=a.lr_warmup_steps, num_training_steps=self.max_steps
+            train_args.lr_scheduler,
+            optimizer,
+            num_warmup_steps=train_args.lr_warmup_steps,
+            num_training_steps=self.max_steps,
         )
         self.sample_unet = UNet2DModel.from_config(unet.config).to(accelerator.device).eval()
-        self.unet, self.optimizer = accelerator.prepare(torch.compile(unet) if a.compile else unet, optimizer)
+        self.unet, self.optimizer = accelerator.prepare(torch.compile(unet) if train_args.compile else unet, optimizer)
         accelerator.register_for_checkpointing(self.lr_scheduler)
         if self.ema is not None:
             self.ema.to(accelerator.device)
             accelerator.register_for_checkpointing(self.ema)
-        on_device = self.data.train.numel() <= MAX_DEVICE_DATA_BYTES
-        self.images = self.data.train.to(accelerator.device) if on_device else self.data.train.pin_memory()
         self.global_step = 0
 
     # ------------------------------------------------------------------ checks
 
     def _check_output_dir(self) -> Path | None:
-        """An output folder that holds another run is an error unless resuming; the checkpoint must exist."""
-        a = self.args.train
-        if a.resume_from_checkpoint is not None:
-            return checkpoints.resolve(a.resume_from_checkpoint, self.checkpoint_root)
-        if checkpoints.complete_checkpoints(self.checkpoint_root) or (self.output_dir / "model_index.json").exists():
+        """An output folder that holds another run is an error unless resuming it; the checkpoint must exist."""
+        resume = self.args.train.resume_from_checkpoint
+        holds_run = (
+            bool(checkpoints.complete_checkpoints(self.checkpoint_root))
+            or (self.output_dir / "model_index.json").exists()
+        )
+        path = None if resume is None else checkpoints.resolve(resume, self.checkpoint_root)
+        if holds_run and (path is None or path.resolve().parent != self.checkpoint_root.resolve()):
             raise ValueError(
                 f"--output_dir {self.output_dir} holds another run. Pass --resume_from_checkpoint latest to continue "
                 "it, or choose another --output_dir."
             )
-        return None
+        return path
+
+    def _run_state(self) -> dict:
+        return {
+            "seed": self.args.train.seed,
+            "num_processes": self.accelerator.num_processes,
+            "per_process_batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.args.train.gradient_accumulation_steps,
+            "num_train_images": len(self.data.train),
+        }
+
+    def _check_resumable(self) -> None:
+        saved, now = checkpoints.read_state(self.resume_path), self._run_state()
+        differ = {k: (saved.get(k), now[k]) for k in RESUME_KEYS if saved.get(k) != now[k]}
+        if differ:
+            shown = ", ".join(f"{k}: checkpoint {a}, now {b}" for k, (a, b) in differ.items())
+            raise ValueError(
+                f"{self.resume_path} was written by a different set-up ({shown}); it cannot resume exactly."
+            )
+
+    def _check_finite(self, loss_was_nonfinite: torch.Tensor) -> None:
+        """Stop, on every process, if a loss since the last check or the weights are not finite."""
+        weights_norm = torch.nn.utils.get_total_norm(list(self.unet.parameters()), norm_type=float("inf"))
+        bad = loss_was_nonfinite.float().maximum((~torch.isfinite(weights_norm)).float())
+        if bool(self.accelerator.reduce(bad, "max")):
+            found = checkpoints.complete_checkpoints(self.checkpoint_root)
+            last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+            raise RuntimeError(
+                f"The loss or the weights became non-finite by step {self.global_step}; stopped without saving "
+                f"({last}). Lower --learning_rate, raise --lr_warmup_steps, or train in full precision."
+            )
 
     # ------------------------------------------------------------------ training
 
     def train(self) -> Path:
         """Train to `max_steps` optimizer steps, then save the pipeline, samples and card; returns `output_dir`."""
-        a, accelerator = self.args.train, self.accelerator
+        train_args, accelerator = self.args.train, self.accelerator
         if self.resume_path is not None:
             accelerator.load_state(str(self.resume_path))
+            if self.ema is not None:
+                self.ema.to(accelerator.device)  # accelerate loads custom state onto the CPU
             self.global_step = checkpoints.read_state(self.resume_path)["global_step"]
             logger.info(f"Resumed from {self.resume_path} at step {self.global_step}")
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            checkpoints.remove_unfinished(self.checkpoint_root)
             (self.output_dir / "train_args.json").write_text(json.dumps(self.args.to_dict(), indent=2))
-        if a.logger != "none":
+        if train_args.logger != "none":
             accelerator.init_trackers("ddpm", config=_scalar_config(self.args.to_dict()))
 
         device = accelerator.device
         loss_sum = torch.zeros((), device=device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         grad_norm = torch.zeros((), device=device)
-        micro_step = self.global_step * a.gradient_accumulation_steps
+        micro_step = self.global_step * train_args.gradient_accumulation_steps
         progress = tqdm(
             total=self.max_steps, initial=self.global_step, disable=not accelerator.is_main_process, desc="train"
         )
@@ -186,8 +225,8 @@ class DDPMTrainer:
             with accelerator.accumulate(self.unet):
                 loss = self._loss(micro_step)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and a.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(self.unet.parameters(), a.max_grad_norm)
+                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(self.unet.parameters(), train_args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             micro_step += 1
@@ -195,17 +234,18 @@ class DDPMTrainer:
             nonfinite |= ~torch.isfinite(loss.detach())
             if not accelerator.sync_gradients:
                 continue
-            self.lr_scheduler.step()
-            if self.ema is not None:
-                self.ema.step(self.unet.parameters())
+            if not self.optimizer.step_was_skipped:  # fp16 loss scaling skips steps with inf gradients
+                self.lr_scheduler.step()
+                if self.ema is not None:
+                    self.ema.step(self.unet.parameters())
             self.global_step += 1
             progress.update(1)
             step = self.global_step
-            if _every(step, a.logging_steps) or step == self.max_steps:
-                self._stop_if_nonfinite(nonfinite)
+            if _every(step, train_args.logging_steps) or step == self.max_steps:
+                self._check_finite(nonfinite)
                 now = time.perf_counter()
                 steps_per_second = (step - last_step) / (now - last_time)
-                micro_steps = (step - last_step) * a.gradient_accumulation_steps
+                micro_steps = (step - last_step) * train_args.gradient_accumulation_steps
                 logs = {
                     "loss": accelerator.reduce(loss_sum, "mean").item() / micro_steps,
                     "lr": self.lr_scheduler.get_last_lr()[0],
@@ -219,17 +259,17 @@ class DDPMTrainer:
                 progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", it_s=f"{steps_per_second:.1f}")
                 loss_sum.zero_()
                 last_time, last_step = time.perf_counter(), step
-            if _every(step, a.checkpointing_steps):
-                self._stop_if_nonfinite(nonfinite)
+            if _every(step, train_args.checkpointing_steps):
+                self._check_finite(nonfinite)
                 self._save_checkpoint()
-            if _every(step, a.save_images_steps) and step < self.max_steps:
+            if _every(step, train_args.save_images_steps) and step < self.max_steps:
                 self._sample_grid(self.output_dir / "samples" / f"step-{step}.png")
-            if _every(step, a.eval_steps):
+            if _every(step, train_args.eval_steps):
                 self._evaluate()
-            if _every(step, a.save_model_steps) and step < self.max_steps:
+            if _every(step, train_args.save_model_steps) and step < self.max_steps:
                 self._save_pipeline()
         progress.close()
-        self._stop_if_nonfinite(nonfinite)
+        self._check_finite(nonfinite)
         self._save_pipeline()
         accelerator.end_training()
         return self.output_dir
@@ -238,20 +278,13 @@ class DDPMTrainer:
         """L_simple on this process's micro-batch, from the micro-step's own generator."""
         device = self.accelerator.device
         generator = step_generator(self.args.train.seed, micro_step, self.accelerator.process_index, device)
-        indices = self.sampler.indices(micro_step).to(self.images.device)
-        x0 = to_model_range(self.images[indices].to(device, non_blocking=True), generator, self.args.data.random_flip)
+        batch = self.images[self.sampler.indices(micro_step)]
+        if batch.device != device:  # a large dataset in host memory: copy the batch without blocking
+            batch = (batch.pin_memory() if device.type == "cuda" else batch).to(device, non_blocking=True)
+        x0 = to_model_range(batch, generator, self.args.data.random_flip)
         return l_simple(
             self.unet, self.scheduler, x0, generator, self.accelerator.autocast, self.args.train.channels_last
         )
-
-    def _stop_if_nonfinite(self, nonfinite: torch.Tensor) -> None:
-        if bool(self.accelerator.reduce(nonfinite.float(), "max")):
-            found = checkpoints.complete_checkpoints(self.checkpoint_root)
-            last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
-            raise RuntimeError(
-                f"The loss became non-finite by step {self.global_step}; stopped without saving ({last}). "
-                "Lower --learning_rate, raise --lr_warmup_steps, or train in full precision."
-            )
 
     # ------------------------------------------------------------------ outputs
 
@@ -264,11 +297,9 @@ class DDPMTrainer:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"global_step": self.global_step, "max_steps": self.max_steps, "seed": self.args.train.seed}
-            path = checkpoints.finish(
-                self.checkpoint_root, self.global_step, state, self.args.train.checkpoints_total_limit
-            )
-            logger.info(f"Saved {path}")
+            state = {"global_step": self.global_step, **self._run_state()}
+            limit = self.args.train.checkpoints_total_limit
+            logger.info(f"Saved {checkpoints.finish(self.checkpoint_root, self.global_step, state, limit)}")
         accelerator.wait_for_everyone()
 
     def _pipeline(self) -> DDPMPipeline:
@@ -276,18 +307,19 @@ class DDPMTrainer:
         if self.ema is not None:
             self.ema.copy_to(self.sample_unet.parameters())
         else:
-            self.sample_unet.load_state_dict(self.accelerator.unwrap_model(self.unet).state_dict())
+            trained = self.accelerator.unwrap_model(self.unet, keep_torch_compile=False)
+            self.sample_unet.load_state_dict(trained.state_dict())
         pipe = DDPMPipeline(self.sample_unet, self.scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _sample_grid(self, path: Path) -> None:
+    def _sample_grid(self, path: Path, pipe: DDPMPipeline | None = None) -> None:
+        """A grid of `num_sample_images` samples (seeded) to `path` and the trackers, from the main process."""
         if not self.accelerator.is_main_process:
             return
-        a = self.args.train
-        images = self._pipeline()(
-            batch_size=a.num_sample_images,
-            generator=torch.Generator(self.accelerator.device).manual_seed(a.seed),
+        images = (pipe or self._pipeline())(
+            batch_size=self.args.train.num_sample_images,
+            generator=torch.Generator(self.accelerator.device).manual_seed(self.args.train.seed),
             num_inference_steps=self.args.model.ddpm_num_inference_steps,
         ).images
         grid = make_grid(images)
@@ -304,14 +336,14 @@ class DDPMTrainer:
         """The bound in bits/dim of the sampled weights on a fixed held-out batch (strided when asked)."""
         if not self.accelerator.is_main_process:
             return
-        a = self.args.train
-        x0 = to_model_range(self.data.eval[: a.eval_batch_size].to(self.accelerator.device), None, False)
+        train_args = self.args.train
+        x0 = to_model_range(self.data.eval[: train_args.eval_batch_size].to(self.accelerator.device), None, False)
         bound = bits_per_dim(
             self._pipeline().unet,
             self.scheduler,
             x0,
-            generator=torch.Generator(self.accelerator.device).manual_seed(a.seed),
-            num_timesteps=a.eval_num_timesteps,
+            generator=torch.Generator(self.accelerator.device).manual_seed(train_args.seed),
+            num_timesteps=train_args.eval_num_timesteps,
         )
         name = f"eval/bpd_estimate_{len(bound.timesteps)}_timesteps" if bound.is_estimate else "eval/bpd"
         self.accelerator.log({name: bound.total_bpd.mean().item()}, step=self.global_step)
@@ -321,8 +353,9 @@ class DDPMTrainer:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            self._pipeline().save_pretrained(self.output_dir)
-            self._sample_grid(self.output_dir / "samples.png")
+            pipe = self._pipeline()
+            pipe.save_pretrained(self.output_dir)
+            self._sample_grid(self.output_dir / "samples.png", pipe)
             write_model_card(self.output_dir, self.args, self._run_facts())
         accelerator.wait_for_everyone()
 
@@ -370,6 +403,19 @@ def l_simple(
     return F.mse_loss(prediction.float(), target)
 
 
+def _ema(unet: UNet2DModel, train_args: TrainingArguments) -> EMAModel:
+    return EMAModel(
+        unet.parameters(),
+        decay=train_args.ema_decay,
+        # diffusers' EMAModel always warms up unless its floor equals the decay: then the decay is fixed.
+        min_decay=0.0 if train_args.ema_warmup else train_args.ema_decay,
+        use_ema_warmup=train_args.ema_warmup,
+        inv_gamma=train_args.ema_inv_gamma,
+        power=train_args.ema_power,
+        foreach=True,
+    )
+
+
 def _cores_per_local_process() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
@@ -379,36 +425,16 @@ def _every(step: int, interval: int | None) -> bool:
     return bool(interval) and step % interval == 0
 
 
-def _per_process_batch(a, num_processes: int) -> int:
-    if a.total_batch_size is None:
-        return a.train_batch_size
-    per_step = num_processes * a.gradient_accumulation_steps
-    if a.total_batch_size % per_step:
+def _per_process_batch(train_args: TrainingArguments, num_processes: int) -> int:
+    if train_args.total_batch_size is None:
+        return train_args.train_batch_size
+    per_step = num_processes * train_args.gradient_accumulation_steps
+    if train_args.total_batch_size % per_step:
         raise ValueError(
-            f"--total_batch_size {a.total_batch_size} is not divisible by {num_processes} processes x "
-            f"{a.gradient_accumulation_steps} accumulation steps."
+            f"--total_batch_size {train_args.total_batch_size} is not divisible by {num_processes} processes x "
+            f"{train_args.gradient_accumulation_steps} accumulation steps."
         )
-    return a.total_batch_size // per_step
-
-
-def _unet_config(m, resolution: int) -> dict:
-    """The UNet config of a preset or a config.json, at the training resolution, checked against it."""
-    if m.unet in UNET_PRESETS:
-        config = unet_config(m.unet)
-    elif Path(m.unet).exists():
-        config = {k: v for k, v in UNet2DModel.load_config(m.unet).items() if not k.startswith("_")}
-    else:
-        raise ValueError(f"--unet {m.unet!r} is neither a preset ({sorted(UNET_PRESETS)}) nor a config file.")
-    config["sample_size"] = resolution
-    if m.dropout is not None:
-        config["dropout"] = m.dropout
-    factor = 2 ** (len(config["down_block_types"]) - 1)
-    if resolution < factor or resolution % factor:
-        raise ValueError(
-            f"--resolution {resolution} does not suit the UNet: its {len(config['down_block_types'])} levels halve "
-            f"the image {int(math.log2(factor))} times, so the resolution must be a multiple of {factor}."
-        )
-    return config
+    return train_args.total_batch_size // per_step
 
 
 def _scalar_config(values: dict) -> dict:

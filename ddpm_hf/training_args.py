@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +91,12 @@ class TrainingArguments:
         metadata={"help": "Images per optimizer step over all processes and accumulation; sets train_batch_size."},
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    num_epochs: int | None = field(default=None, metadata={"help": "Train this many epochs (if no max_train_steps)."})
-    max_train_steps: int | None = field(default=1200, metadata={"help": "Optimizer steps to train for."})
+    num_epochs: int = field(
+        default=100, metadata={"help": "Epochs to train for, unless --max_train_steps is given (presets give it)."}
+    )
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps to train for; overrides --num_epochs."}
+    )
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
     lr_scheduler: str = field(
         default="constant_with_warmup",
@@ -140,6 +145,10 @@ class TrainingArguments:
     save_model_steps: int = field(default=0, metadata={"help": "Also save the pipeline every N steps (0: at the end)."})
     checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
+    ddp_timeout: int = field(
+        default=7200,
+        metadata={"help": "Seconds processes wait for each other (the main one samples and evaluates alone)."},
+    )
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or `latest` in output_dir/checkpoints."}
     )
@@ -182,7 +191,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # LSUN 256x256: as CelebA-HQ; Bedroom 2.4M steps without flips, Cat 1.8M, Church 1.2M.
 PRESETS["lsun"] = {**PRESETS["celebahq"], "max_train_steps": 1_200_000, "output_dir": "ddpm-lsun"}
-PRESETS["lsun_church"] = PRESETS["lsun"]
+PRESETS["lsun_church"] = dict(PRESETS["lsun"])
 PRESETS["lsun_cat"] = {**PRESETS["lsun"], "max_train_steps": 1_800_000}
 PRESETS["lsun_bedroom"] = {**PRESETS["lsun"], "max_train_steps": 2_400_000, "random_flip": False}
 
@@ -241,4 +250,47 @@ def parse_train_args(argv: list[str] | None = None) -> DDPMTrainArguments:
     parser.add_argument("--config", help="A JSON or YAML file of arguments; flags override it.")
     parser.set_defaults(**{**PRESETS.get(preset, {}), **file_values})
     data, model, train, *_ = parser.parse_args_into_dataclasses(args=rest)
+    given = set(file_values) | {token[2:].split("=")[0].replace("-", "_") for token in rest if token.startswith("--")}
+    if "train_batch_size" in given and "total_batch_size" not in given:
+        train.total_batch_size = None  # a batch size given for this run wins over a preset's total
     return DDPMTrainArguments(data=data, model=model, train=train, preset=preset)
+
+
+def check_train_args(args: DDPMTrainArguments) -> None:
+    """The checks that need nothing but the arguments; the trainer makes them before any work.
+
+    Raises:
+        ValueError: naming the flag and what it accepts.
+    """
+    data, model, train = args.data, args.model, args.train
+    if model.variance_type == "learned_range":
+        raise ValueError("--variance_type learned_range needs the hybrid loss of Nichol & Dhariwal; not offered.")
+    if args.preset is not None and data.dataset_name is None and data.train_data_dir is None:
+        raise ValueError(
+            f"--preset {args.preset} trains {data.resolution}x{data.resolution} images: give --dataset_name or "
+            "--train_data_dir (the embedded digits are 8x8)."
+        )
+    T = model.num_train_timesteps
+    ranges = {
+        "train_batch_size": (train.train_batch_size, 1),
+        "gradient_accumulation_steps": (train.gradient_accumulation_steps, 1),
+        "num_sample_images": (train.num_sample_images, 1),
+        "eval_batch_size": (train.eval_batch_size, 1),
+        "checkpoints_total_limit": (train.checkpoints_total_limit, 1),
+        "max_train_steps": (train.max_train_steps, 1),
+        "num_epochs": (train.num_epochs, 1),
+        "total_batch_size": (train.total_batch_size, 1),
+        "ddpm_num_inference_steps": (model.ddpm_num_inference_steps, 1, T),
+        "eval_num_timesteps": (train.eval_num_timesteps, 2, T),
+        "logging_steps": (train.logging_steps, 1),
+    }
+    for name in ("save_images_steps", "eval_steps", "save_model_steps", "checkpointing_steps", "lr_warmup_steps"):
+        ranges[name] = (getattr(train, name), 0)
+    for name, (value, low, *high) in ranges.items():
+        if value is not None and not (low <= value and (not high or value <= high[0])):
+            bound = f"in {low}..{high[0]}" if high else f">= {low}"
+            raise ValueError(f"--{name} must be {bound}, got {value}.")
+    if train.logger not in ("tensorboard", "wandb", "none"):
+        raise ValueError(f"--logger must be tensorboard, wandb or none, got {train.logger!r}.")
+    if train.logger == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--logger wandb needs the wandb package: pip install wandb.")

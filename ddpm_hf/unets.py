@@ -7,6 +7,7 @@ The paper's UNet (Appendix B) maps to `UNet2DModel` with `downsample_padding=0`,
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from diffusers import UNet2DModel
@@ -82,3 +83,34 @@ def unet_config(preset: str, **overrides: Any) -> dict[str, Any]:
 def build_unet(preset: str, **overrides: Any) -> UNet2DModel:
     """A freshly initialised `UNet2DModel` from a preset; e.g. `build_unet("cifar10", dropout=0.0)`."""
     return UNet2DModel(**unet_config(preset, **overrides))
+
+
+def training_unet_config(unet: str, resolution: int, dropout: float | None = None) -> dict[str, Any]:
+    """The config of a preset name or a UNet2DModel config.json path, at `resolution`, checked against it.
+
+    Raises:
+        ValueError: an unknown preset or missing file, a resolution the UNet's down-sampling cannot take,
+            or a UNet whose output channels differ from its input channels (L_simple predicts an image).
+    """
+    if unet in UNET_PRESETS:
+        config = unet_config(unet)
+    elif Path(unet).exists():
+        config = {k: v for k, v in UNet2DModel.load_config(unet).items() if not k.startswith("_")}
+    else:
+        raise ValueError(f"--unet {unet!r} is neither a preset ({sorted(UNET_PRESETS)}) nor a config file.")
+    config["sample_size"] = resolution
+    if dropout is not None:
+        config["dropout"] = dropout
+    levels = len(config["down_block_types"])
+    factor = 2 ** (levels - 1)
+    if resolution < factor or resolution % factor:
+        raise ValueError(
+            f"--resolution {resolution} does not suit the UNet: its {levels} levels halve the image "
+            f"{levels - 1} times, so the resolution must be a multiple of {factor}."
+        )
+    if config.get("out_channels", 3) != config.get("in_channels", 3):
+        raise ValueError(
+            f"--unet {unet!r} maps {config.get('in_channels')} channels to {config.get('out_channels')}; "
+            "training predicts an image of the input's channels."
+        )
+    return config

@@ -68,7 +68,6 @@ def test_corrupt_and_truncated_images_are_named_or_skipped(tmp_path):
     (folder / "broken.png").write_bytes(b"not an image at all")
     whole = (folder / "img0.png").read_bytes()
     (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
-    args = DataArguments(train_data_dir=str(folder), resolution=8, eval_data_dir=str(folder / "img1.png"))
     with pytest.raises(ValueError, match=r"Cannot read image .*broken.png.*--skip_bad_images"):
         load_image_data(DataArguments(train_data_dir=str(folder), resolution=8), 3)
     args = DataArguments(train_data_dir=str(folder), resolution=8, skip_bad_images=True)
@@ -106,3 +105,17 @@ def test_scaling_and_flips():
     assert 0.2 < fraction < 0.8
     again = to_model_range(images, step_generator(0, 0, 0, torch.device("cpu")), random_flip=True)
     assert torch.equal(flipped, again)
+
+
+def test_checkpoint_folders_are_complete_or_ignored(tmp_path):
+    from ddpm_hf import checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        checkpoints.temporary_dir(root, step).mkdir(parents=True)
+        checkpoints.finish(root, step, {"global_step": step}, total_limit=2)
+    assert [p.name for p in checkpoints.complete_checkpoints(root)] == ["checkpoint-20", "checkpoint-30"]
+    checkpoints.temporary_dir(root, 40).mkdir()  # a save that was interrupted
+    assert checkpoints.resolve("latest", root).name == "checkpoint-30"
+    checkpoints.remove_unfinished(root)
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-20", "checkpoint-30"]

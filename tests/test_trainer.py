@@ -69,9 +69,13 @@ def test_few_step_run_writes_every_output(tmp_path):
         assert fact in card, fact
     assert json.loads((out / "train_args.json").read_text())["unet"] == "tiny"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-6"], "total limit 1"
-    # The saved weights are the EMA ones, not the training weights of the checkpoint.
+    # The saved weights are the EMA ones (the checkpoint's EMA state), not the training weights.
     saved, raw = unet_weights(out), load_file(out / "checkpoints" / "checkpoint-6" / "model.safetensors")
     assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+    ema = torch.load(out / "checkpoints" / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=False)
+    names = [name for name, _ in build_unet("tiny").named_parameters()]
+    assert ema["optimization_step"] == 6 and len(ema["shadow_params"]) == len(names)
+    assert all(torch.equal(saved[n], shadow) for n, shadow in zip(names, ema["shadow_params"], strict=True))
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents*")).parent)).Reload()
     scalars = set(events.Tags()["scalars"])
     for tag in [
@@ -102,8 +106,8 @@ def test_two_processes_share_weights_and_split_the_data(tmp_path, accelerate_lau
     for a, b in zip(ranks[0]["indices"], ranks[1]["indices"], strict=True):
         assert not set(a) & set(b), "each process sees its own images"
     assert len(ranks[0]["indices"]) == 8, "4 optimizer steps x 2 accumulated micro-batches"
-    # Only the main process writes: one pipeline, one card, one tracker run.
-    assert (out / "model_index.json").is_file() and len(list((out / "logs").rglob("events.out.tfevents*"))) >= 1
+    # Only the main process writes: one pipeline, one tracker run.
+    assert (out / "model_index.json").is_file() and len(list((out / "logs" / "ddpm").glob("events.out*"))) == 1
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents*")).parent)).Reload()
@@ -112,29 +116,72 @@ def test_two_processes_share_weights_and_split_the_data(tmp_path, accelerate_lau
     assert lrs == [5e-4, 1e-3, 1.5e-3, 2e-3]
 
 
-def test_killed_run_resumes_to_the_same_bits(tmp_path):
-    args = ["--max_train_steps", "40", "--checkpointing_steps", "10", "--dropout", "0.1", "--random_flip"]
-    run("--output_dir", str(tmp_path / "straight"), *args)
+def launch(accelerate_launch, processes: int, *args: str) -> list[str]:
+    """The trainer's command line: plain python for one process, `accelerate launch` (gloo) for more."""
+    if processes == 1:
+        return [sys.executable, str(SCRIPT), *QUICK, *args]
+    return accelerate_launch(processes, SCRIPT, *QUICK, *args)
+
+
+@pytest.mark.parametrize("processes,accumulation", [(1, 1), (2, 2)])
+def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, processes, accumulation):
+    args = [
+        "--max_train_steps",
+        "30",
+        "--checkpointing_steps",
+        "10",
+        "--dropout",
+        "0.1",
+        "--random_flip",
+        "--gradient_accumulation_steps",
+        str(accumulation),
+        "--eval_steps",
+        "5",
+        "--eval_num_timesteps",
+        "3",
+        "--save_images_steps",
+        "5",
+        "--ddpm_num_inference_steps",
+        "3",
+    ]
+    subprocess.run(
+        launch(accelerate_launch, processes, "--output_dir", str(tmp_path / "straight"), *args),
+        check=True,
+        capture_output=True,
+    )
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *QUICK, "--output_dir", str(out), *args],
+        launch(accelerate_launch, processes, "--output_dir", str(out), *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 120
     while not (out / "checkpoints" / "checkpoint-10" / "trainer_state.json").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert not (out / "model_index.json").exists(), "killed before the end"
-    run("--output_dir", str(out), *args, "--resume_from_checkpoint", "latest")
+    subprocess.run(
+        launch(accelerate_launch, processes, "--output_dir", str(out), *args, "--resume_from_checkpoint", "latest"),
+        check=True,
+        capture_output=True,
+    )
 
     straight, resumed = unet_weights(tmp_path / "straight"), unet_weights(out)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    raw = [load_file(d / "checkpoints" / "checkpoint-40" / "model.safetensors") for d in (tmp_path / "straight", out)]
+    raw = [load_file(d / "checkpoints" / "checkpoint-30" / "model.safetensors") for d in (tmp_path / "straight", out)]
     assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])
+
+
+def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_state):
+    out = tmp_path / "run"
+    run("--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "2")
+    argv = [*QUICK, "--output_dir", str(out), "--max_train_steps", "4", "--resume_from_checkpoint", "latest"]
+    with pytest.raises(ValueError, match=r"different set-up \(per_process_batch_size: checkpoint 8, now 16\)"):
+        DDPMTrainer(parse_train_args([*argv, "--train_batch_size", "16"]))
 
 
 @pytest.mark.parametrize(
@@ -148,6 +195,12 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path):
         (["--resume_from_checkpoint", "{tmp}"], "is not a complete checkpoint"),
         (["--unet", "cifar100"], "--unet 'cifar100' is neither a preset"),
         (["--total_batch_size", "7", "--gradient_accumulation_steps", "2"], "--total_batch_size 7 is not divisible"),
+        (["--preset", "celebahq"], "--preset celebahq trains 256x256 images: give --dataset_name or --train_data_dir"),
+        (["--num_sample_images", "0"], "--num_sample_images must be >= 1, got 0"),
+        (["--ddpm_num_inference_steps", "51"], "--ddpm_num_inference_steps must be in 1..50, got 51"),
+        (["--eval_num_timesteps", "1"], "--eval_num_timesteps must be in 2..50, got 1"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1, got 0"),
+        (["--variance_type", "learned_range"], "learned_range needs the hybrid loss"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, args, message, fresh_accelerate_state):
@@ -189,7 +242,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         "1",
         check=False,
     )
-    assert result.returncode != 0 and "The loss became non-finite by step" in result.stderr
+    assert result.returncode != 0 and "The loss or the weights became non-finite by step 2" in result.stderr
     kept = sorted((out / "checkpoints").glob("checkpoint-*"))
     assert kept and "the last good checkpoint is" in result.stderr and str(kept[-1]) in result.stderr
     good = load_file(kept[-1] / "model.safetensors")
@@ -217,3 +270,54 @@ def test_bf16_autocast_keeps_the_noise_of_small_timesteps(fresh_accelerate_state
     assert small.any()
     added = seen["x_t"][small] - ab[small].sqrt() * x0[small]
     torch.testing.assert_close(added, (1 - ab[small]).sqrt() * noise[small], rtol=1e-3, atol=1e-6)
+
+
+def test_non_finite_weights_stop_before_a_checkpoint_keeps_them(tmp_path, fresh_accelerate_state):
+    """A finite loss can hide non-finite weights (an inf gradient after clipping); checkpoints must not keep them."""
+    out = tmp_path / "run"
+    argv = [
+        *QUICK,
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "5",
+        "--checkpointing_steps",
+        "1",
+        "--logging_steps",
+        "100",
+    ]
+    trainer = DDPMTrainer(parse_train_args(argv))
+    ema_step = trainer.ema.step
+
+    def poison_after_second_step(parameters):
+        ema_step(parameters)
+        if trainer.global_step == 1:  # the counter is raised after this call: this is the 2nd optimizer step
+            next(trainer.unet.parameters()).data.fill_(float("nan"))
+
+    trainer.ema.step = poison_after_second_step
+    with pytest.raises(RuntimeError, match=r"non-finite by step 2; .*last good checkpoint is .*checkpoint-1"):
+        trainer.train()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1"]
+
+
+def test_bf16_training_runs_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    run("--output_dir", str(out), "--max_train_steps", "4", "--mixed_precision", "bf16")
+    assert "| precision | bf16 |" in (out / "README.md").read_text()
+    assert all(torch.isfinite(v).all() for v in unet_weights(out).values())
+
+
+def test_epochs_count_optimizer_steps(fresh_accelerate_state, tmp_path):
+    argv = [
+        *QUICK,
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--num_epochs",
+        "2",
+        "--train_batch_size",
+        "100",
+        "--gradient_accumulation_steps",
+        "2",
+    ]
+    trainer = DDPMTrainer(parse_train_args(argv))
+    assert trainer.max_steps == 2 * (1617 // 100 // 2)

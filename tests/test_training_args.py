@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ddpm_hf.training_args import PRESETS, DataArguments, ModelArguments, TrainingArguments, parse_train_args
+from ddpm_hf.unets import training_unet_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_scripts" / "train_ddpm.py"
 
@@ -57,6 +58,14 @@ def test_config_file_errors(tmp_path):
         parse_train_args(["--config", str(bad)])
 
 
-def test_every_preset_parses():
+def test_every_preset_builds_its_unet_at_its_resolution():
     for name in PRESETS:
-        assert parse_train_args(["--preset", name]).preset == name
+        args = parse_train_args(["--preset", name])
+        config = training_unet_config(args.model.unet, args.data.resolution)
+        assert config["sample_size"] == args.data.resolution and args.train.max_train_steps >= 500_000, name
+
+
+def test_a_batch_size_given_for_the_run_wins_over_the_presets_total():
+    assert parse_train_args(["--preset", "cifar10"]).train.total_batch_size == 128
+    args = parse_train_args(["--preset", "cifar10", "--train_batch_size", "64"])
+    assert args.train.total_batch_size is None and args.train.train_batch_size == 64
