@@ -119,3 +119,22 @@ def test_checkpoint_folders_are_complete_or_ignored(tmp_path):
     assert checkpoints.resolve("latest", root).name == "checkpoint-30"
     checkpoints.remove_unfinished(root)
     assert sorted(p.name for p in root.iterdir()) == ["checkpoint-20", "checkpoint-30"]
+
+
+def test_a_datasets_dataset_with_its_test_split(tmp_path):
+    """The `--dataset_name` path, offline: a local dataset folder in the Hub's parquet layout."""
+    import datasets
+
+    def split(n, shade):
+        images = [PIL.Image.new("RGB", (12, 10), (shade, i, 0)) for i in range(n)]
+        features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
+        return datasets.Dataset.from_dict({"img": images, "label": list(range(n))}, features=features)
+
+    (tmp_path / "data").mkdir()
+    split(5, 200).to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
+    split(3, 50).to_parquet(str(tmp_path / "data" / "test-00000-of-00001.parquet"))
+    data = load_image_data(DataArguments(dataset_name=str(tmp_path), resolution=4), 3)
+    assert data.train.shape == (5, 3, 4, 4) and data.eval.shape == (3, 3, 4, 4)
+    assert data.train[:, 0].float().mean() > 190 and data.eval[:, 0].float().mean() < 60
+    with pytest.raises(ValueError, match=r"has no image column 'picture'; its columns are \['img', 'label'\]"):
+        load_image_data(DataArguments(dataset_name=str(tmp_path), image_column="picture"), 3)

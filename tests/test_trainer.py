@@ -321,3 +321,11 @@ def test_epochs_count_optimizer_steps(fresh_accelerate_state, tmp_path):
     ]
     trainer = DDPMTrainer(parse_train_args(argv))
     assert trainer.max_steps == 2 * (1617 // 100 // 2)
+
+
+def test_memory_and_speed_flags_fall_back_on_the_cpu(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--gradient_checkpointing", "--channels_last", "--allow_tf32", "--max_train_steps", "2"]
+    result = run("--output_dir", str(out), *flags)
+    assert "--allow_tf32 has no effect without a CUDA device" in result.stderr
+    assert all(torch.isfinite(v).all() for v in unet_weights(out).values())
