@@ -36,6 +36,8 @@ setup(
         "tensorboard>=2.14",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "scipy>=1.11", "ruff>=0.6"],
+        "test": ["pytest>=8.0", "scipy>=1.11", "ruff>=0.6", "torchmetrics>=1.4", "matplotlib>=3.7"],
+        "metrics": ["torchmetrics>=1.4"],
+        "figures": ["matplotlib>=3.7"],
     },
 )

@@ -1,14 +1,29 @@
-"""The model card written beside a trained pipeline, rendered with huggingface_hub from `model_cards/`."""
+"""The model card of a pipeline folder, rendered with huggingface_hub from `model_cards/`.
+
+A card is a function of the folder: the pipeline's own configs, and, when present, the trainer's record
+of the run (`training_run.json`), the measurements of `train_scripts/evaluate_ddpm.py`
+(`eval_results.json`) and the sample grid (`samples.png`). The trainer, `DDPMPipeline.push_to_hub` and
+`train_scripts/push_to_hub.py` all render it this way, so the same folder gives the same card.
+"""
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .training_args import DDPMTrainArguments
+if TYPE_CHECKING:
+    from .pipeline_ddpm import DDPMPipeline
+
+TRAIN_ARGS_FILE = "train_args.json"
+TRAINING_RUN_FILE = "training_run.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+SAMPLES_FILE = "samples.png"
+TAGS = ["pytorch", "diffusers", "ddpm", "unconditional-image-generation"]
+TASK = "unconditional-image-generation"
 
 
 def _template(name: str) -> str:
@@ -20,33 +35,72 @@ def _template(name: str) -> str:
     return resources.files("ddpm_hf.model_cards").joinpath(name).read_text()
 
 
-TAGS = ["pytorch", "diffusers", "ddpm", "unconditional-image-generation"]
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_model_card(output_dir: Path, args: DDPMTrainArguments, run: dict[str, Any]) -> ModelCard:
-    """Render `model_cards/ddpm_model_card.md` for a run and write it to `output_dir/README.md`.
+def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, license: str | None = None) -> ModelCard:
+    """The card of the pipeline saved in `folder`.
 
     Args:
-        output_dir: the pipeline folder; its name titles the card.
-        args: every argument of the run (the card lists the hyperparameters from them).
-        run: what the run was: `dataset`, `num_train_images`, `num_eval_images`, `channels`,
-            `num_parameters`, `global_step`, `max_steps`, `per_process_batch_size`, `effective_batch_size`,
-            `num_processes`, `precision`, `hardware`.
+        folder: the pipeline folder; its optional `training_run.json`, `eval_results.json` and `samples.png`
+            fill the training, results and samples sections.
+        pipeline: the pipeline itself (its UNet and scheduler configs and parameter count).
+        repo_or_path: what users pass to `from_pretrained` (a Hub repo id once pushed).
+        license: the weights' licence; default: the one the run recorded, else none.
+
+    A measurement is a dict with `metric` (`bits_per_dim`, `fid`, ...), `name` (what exactly was measured),
+    `value`, `dataset`, `split` and optional `stderr`; each becomes a `model-index` entry.
     """
+    folder = Path(folder)
+    run = read_json(folder / TRAINING_RUN_FILE)
+    results = (read_json(folder / EVAL_RESULTS_FILE) or {}).get("results") or (run or {}).get("results") or []
+    args = (run or {}).get("args", {})
+    dataset = (run or {}).get("run", {}).get("dataset")
+    license = license or args.get("model_license")
+    model_name = Path(repo_or_path).name
     card_data = ModelCardData(
+        model_name=model_name,
+        license=license,
         library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
+        pipeline_tag=TASK,
         tags=TAGS,
-        datasets=[args.data.dataset_name] if args.data.dataset_name else None,
+        datasets=[args["dataset_name"]] if args.get("dataset_name") else None,
+        eval_results=[_eval_result(r) for r in results] or None,
     )
-    template = _template("ddpm_model_card.md")
-    card = ModelCard.from_template(
+    unet, scheduler = pipeline.unet, pipeline.scheduler
+    return ModelCard.from_template(
         card_data,
-        template_str=template,
-        model_name=output_dir.name,
-        repo_or_path=str(output_dir),
-        **args.to_dict(),
-        **run,
+        template_str=_template("ddpm_model_card.md"),
+        model_name=model_name,
+        repo_or_path=repo_or_path,
+        resolution=unet.config.sample_size,
+        channels=unet.config.in_channels,
+        num_parameters=sum(p.numel() for p in unet.parameters()),
+        scheduler=dict(scheduler.config),
+        has_samples=(folder / SAMPLES_FILE).is_file(),
+        dataset=dataset,
+        args=args,
+        run=(run or {}).get("run"),
+        results=results,
     )
-    card.save(output_dir / "README.md")
+
+
+def write_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, license: str | None = None) -> ModelCard:
+    """Render the card of `folder` (see `render_model_card`) and write it to `folder/README.md`."""
+    card = render_model_card(folder, pipeline, repo_or_path, license)
+    card.save(Path(folder) / "README.md")
     return card
+
+
+def _eval_result(result: dict[str, Any]) -> EvalResult:
+    return EvalResult(
+        task_type=TASK,
+        task_name="Unconditional image generation",
+        dataset_type=result["dataset"],
+        dataset_name=result["dataset"],
+        dataset_split=result.get("split"),
+        metric_type=result["metric"],
+        metric_name=result["name"],
+        metric_value=result["value"],
+    )

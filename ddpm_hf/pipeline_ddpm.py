@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,10 +14,14 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub import CommitInfo
 
-from .scheduling_ddpm_paper import PaperDDPMScheduler, check_generators
+from .demonstrations import interpolate, progressive_grid, shared_latent_samples
+from .hub import missing_on_hub, push_pipeline
+from .scheduling_ddpm_paper import NoiseBuffer, PaperDDPMScheduler, check_generators
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 Images = list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
@@ -73,13 +79,22 @@ class DDPMPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         trajectory_timesteps: Sequence[int] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        autocast_dtype: torch.dtype | None = None,
     ) -> DDPMPipelineOutput | tuple:
         """Generate images.
+
+        The loop adds nothing per step to the UNet call but the update of Algorithm 2: the scheduler's coefficients
+        are looked up once (`PaperDDPMScheduler.sampling_plan`), the noise is drawn in place, and nothing waits
+        for the device (but see `generator`).
 
         Args:
             batch_size (`int`, defaults to 1): the number of images.
             generator (`torch.Generator` or a list of `batch_size` of them, *optional*): for x_T and every step's
-                noise; a list makes each image reproducible on its own.
+                noise; a list makes each image reproducible on its own. CPU generators give the same images on
+                every device, but on a GPU their noise is copied to it at every step (which waits for it); a
+                generator on the UNet's device draws the noise in place there.
             num_inference_steps (`int`, *optional*): K steps of a respaced chain (Nichol & Dhariwal 2021);
                 defaults to the scheduler's T, the paper's sampler.
             timesteps (`list[int]`, *optional*): explicit descending timesteps instead of `num_inference_steps`.
@@ -89,6 +104,16 @@ class DDPMPipeline(DiffusionPipeline):
             return_dict (`bool`, defaults to `True`): return a `DDPMPipelineOutput` rather than a tuple.
             trajectory_timesteps (`Sequence[int]` or `torch.Tensor`, *optional*): timesteps of the sampling chain
                 at which to record x_t and the x_0 prediction.
+            channels_last (`bool`, defaults to `False`): run the UNet in the channels-last (NHWC) memory format:
+                its weights are converted in place (same values; they stay converted) and x_t of shape
+                `(batch_size, channels, height, width)` is kept channels-last. Images equal the default's up to
+                the rounding of the convolution kernels.
+            compile (`bool`, defaults to `False`): run the UNet through `torch.compile(unet)`, compiled at the
+                first step and kept on the pipeline for later calls (torch recompiles when its guards fail, e.g.
+                for a new batch size). Compiling takes a while, notably on a CPU.
+            autocast_dtype (`torch.dtype`, *optional*): `torch.bfloat16` or `torch.float16`: the UNet runs under
+                `torch.autocast` in that dtype, while x_t, the noise and the scheduler's update stay float32.
+                A dtype `torch.autocast` does not support on the device raises a ValueError.
 
         Returns:
             `DDPMPipelineOutput`, or a tuple of its non-empty fields.
@@ -102,34 +127,54 @@ class DDPMPipeline(DiffusionPipeline):
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}.")
+        for name, flag in (("channels_last", channels_last), ("compile", compile)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{name}` must be True or False, got {flag!r}.")
         check_generators(generator, batch_size)
-        size = self.unet.config.sample_size
-        shape = (batch_size, self.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))
+        config = self.unet.config
+        size = config.sample_size
+        shape = (batch_size, config.in_channels, *((size, size) if isinstance(size, int) else size))
         if latents is not None and tuple(latents.shape) != shape:
             raise ValueError(f"`latents` has shape {tuple(latents.shape)}; expected {shape}.")
+        variance_type = self.scheduler.config.variance_type
+        out_channels = config.in_channels * (2 if variance_type == "learned_range" else 1)
+        if config.out_channels != out_channels:
+            raise ValueError(
+                f"`unet` outputs {config.out_channels} channels; the scheduler's variance_type {variance_type!r} "
+                f"needs {out_channels} for {config.in_channels} input channels."
+            )
+        device = self._execution_device
+        autocast = _autocast(device, autocast_dtype)
         if num_inference_steps is None and timesteps is None:
             num_inference_steps = self.scheduler.config.num_train_timesteps
-        device = self._execution_device
         self.scheduler.set_timesteps(num_inference_steps, device=device, timesteps=timesteps)
-        chain_timesteps = self.scheduler.timesteps.tolist()
+        # The state x_t stays float32 whatever the UNet's dtype; the scheduler's arithmetic is float32.
+        plan = self.scheduler.sampling_plan(device, torch.float32)
         record = set() if trajectory_timesteps is None else {int(t) for t in trajectory_timesteps}
-        if not record <= set(chain_timesteps):
+        if not record <= set(plan.timesteps):
             raise ValueError(
-                f"`trajectory_timesteps` {sorted(record - set(chain_timesteps))} are not in the sampling chain."
+                f"`trajectory_timesteps` {sorted(record - set(plan.timesteps))} are not in the sampling chain."
             )
 
-        # The state x_t stays float32 whatever the UNet's dtype; the scheduler's arithmetic is float32.
         if latents is None:
             sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         else:
             sample = latents.to(device=device, dtype=torch.float32)
+        if channels_last:
+            sample = sample.contiguous(memory_format=torch.channels_last)
+        noise = NoiseBuffer(shape, generator, device, torch.float32)
+        denoise = self._denoiser(channels_last, compile, autocast)
         trajectory = []
-        for i, t in enumerate(self.progress_bar(chain_timesteps)):
-            model_output = self.unet(sample.to(self.unet.dtype), self.scheduler.timesteps[i]).sample
-            step = self.scheduler.step(model_output, t, sample, generator=generator)
-            if t in record:
-                trajectory.append((t, step.pred_original_sample, sample))
-            sample = step.prev_sample
+        # Under autocast, an outer disabled autocast keeps the scheduler's update out of it and keeps autocast's
+        # cache of the weights cast to `autocast_dtype` alive from step to step (the outermost exit clears it).
+        outer = contextlib.nullcontext() if autocast is None else torch.autocast(device.type, enabled=False)
+        with outer:
+            for k in self.progress_bar(range(len(plan))):
+                model_output = denoise(sample, plan.model_timesteps[k])
+                prev_sample, pred_original_sample = plan.step(k, model_output, sample, noise)
+                if plan.timesteps[k] in record:
+                    trajectory.append((plan.timesteps[k], pred_original_sample, sample))
+                sample = prev_sample
 
         self.maybe_free_model_hooks()
         output = DDPMPipelineOutput(images=self._postprocess(sample, output_type))
@@ -139,13 +184,53 @@ class DDPMPipeline(DiffusionPipeline):
             output.noisy_samples = [self._postprocess(x_t, output_type) for _, _, x_t in trajectory]
         return output if return_dict else output.to_tuple()
 
+    def _denoiser(
+        self, channels_last: bool, compile: bool, autocast: torch.autocast | None
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The UNet as `(x_t, t) -> output`, in its dtype, memory format, compiled and under autocast as asked."""
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        unet = self._compiled_unet() if compile else self.unet
+        dtype = self.unet.dtype  # read once: diffusers walks every submodule to find it
+
+        def denoise(sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            return unet(sample if sample.dtype == dtype else sample.to(dtype), timestep, return_dict=False)[0]
+
+        if autocast is None:
+            return denoise
+
+        def denoise_in_autocast(sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            with autocast:
+                return denoise(sample, timestep)
+
+        return denoise_in_autocast
+
+    def _compiled_unet(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """`torch.compile(self.unet)`, made once and kept on the pipeline (made again if `unet` is replaced)."""
+        cached = getattr(self, "_compiled_unet_cache", None)
+        if cached is None or cached[0] is not self.unet:
+            cached = self._compiled_unet_cache = (self.unet, torch.compile(self.unet))
+        return cached[1]
+
     def _postprocess(self, sample: torch.Tensor, output_type: str) -> Images:
         """[-1, 1] model space to [0, 1] images in the requested format."""
         images = (sample.float() / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
-            return images
+            return images.contiguous()
         images = images.cpu().permute(0, 2, 3, 1).numpy()
         return images if output_type == "np" else self.numpy_to_pil(images)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> DDPMPipeline:
+        """diffusers' `from_pretrained` (a folder or a Hub repo id, `revision=`, `token=`, the cache, offline
+        mode); a repo or revision that the Hub does not have raises an OSError that names it."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (OSError, ValueError) as err:
+            reason = missing_on_hub(str(pretrained_model_name_or_path), kwargs.get("revision"), kwargs.get("token"))
+            if reason is None:
+                raise
+            raise OSError(reason) from err
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Save as diffusers does (safetensors weights), declaring diffusers' `DDPMScheduler` in
@@ -156,3 +241,68 @@ class DDPMPipeline(DiffusionPipeline):
             super().save_pretrained(save_directory, **kwargs)
         finally:
             self.register_to_config(scheduler=own)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        license: str | None = None,
+        num_sample_images: int = 16,
+        seed: int = 0,
+    ) -> CommitInfo:
+        """Upload the pipeline to the Hub with this project's model card and a sample grid, as one commit.
+
+        The arguments before `license` are diffusers' own. `license` is the card's licence of the weights.
+        A pipeline loaded from a folder the trainer wrote carries that run's record, measurements and sample
+        grid up with it; otherwise `num_sample_images` samples seeded by `seed` (0: none) make the grid.
+        Returns the commit's URL (a `CommitInfo`); raises `ddpm_hf.hub.HubPushError` if the upload fails.
+        """
+        return push_pipeline(
+            self,
+            repo_id,
+            commit_message=commit_message,
+            private=private,
+            token=token,
+            create_pr=create_pr,
+            license=license,
+            num_sample_images=num_sample_images,
+            seed=seed,
+            safe_serialization=safe_serialization,
+            variant=variant,
+        )
+
+    # The paper's demonstrations (ddpm_hf.demonstrations), as methods: `pipe.interpolate(image_a, image_b, t)`.
+    progressive_grid = progressive_grid
+    shared_latent_samples = shared_latent_samples
+    interpolate = interpolate
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast | None:
+    """`torch.autocast` to `dtype` on `device`'s type, checked to take effect there; `None` for no autocast."""
+    if dtype is None:
+        return None
+    if dtype not in AUTOCAST_DTYPES:
+        raise ValueError(f"`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got {dtype!r}.")
+    unsupported = (
+        f"`autocast_dtype` {dtype} is not supported by torch.autocast on {device.type} (torch {torch.__version__})"
+    )
+    if not torch.amp.is_autocast_available(device.type):
+        raise ValueError(f"{unsupported}; pass autocast_dtype=None.")
+    try:
+        with warnings.catch_warnings():
+            # torch warns and disables autocast for a dtype the device lacks; the check below says so instead.
+            warnings.simplefilter("ignore", UserWarning)
+            autocast = torch.autocast(device.type, dtype=dtype)
+        with autocast:
+            works = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == dtype
+    except RuntimeError as error:
+        raise ValueError(f"{unsupported}: {error}") from error
+    if not works:
+        other = torch.bfloat16 if dtype == torch.float16 else torch.float16
+        raise ValueError(f"{unsupported}; try {other} or None.")
+    return autocast

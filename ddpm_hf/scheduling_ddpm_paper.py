@@ -147,6 +147,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         # ... and the reverse process's, of the sampling chain (`_use_chain`); copies cached per device.
         self._tables: dict[str, torch.Tensor] = {}
         self._device_tables: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+        self._plans: dict[tuple[torch.device, torch.dtype], SamplingPlan] = {}
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
         self.custom_timesteps = False
@@ -224,6 +225,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
             "log_betas": by_timestep(chain.betas.log()),
         }
         self._device_tables.clear()
+        self._plans.clear()
 
     def chain_index(self, timestep: int | torch.Tensor) -> int:
         """The index k of `timestep` in the current chain (k = 0 is the last, noise-free step)."""
@@ -402,6 +404,23 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
             return prev_sample, p.pred_original_sample
         return PaperDDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=p.pred_original_sample)
 
+    def sampling_plan(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SamplingPlan:
+        """The current chain's per-step coefficients on `device`, for a sampling loop without synchronisation.
+
+        Built on the first call after `set_timesteps` and cached until the next one, per device and dtype.
+        `SamplingPlan.step` gives the numbers `step` gives; `step` stays the reference (and checks its inputs).
+
+        Args:
+            device (`str` or `torch.device`, defaults to `"cpu"`): where x_t lives (the model's device).
+            dtype (`torch.dtype`, defaults to `torch.float32`): x_t's dtype, `torch.float32` or `torch.float64`.
+        """
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}.")
+        key = (torch.device(device), dtype)
+        if key not in self._plans:
+            self._plans[key] = SamplingPlan(self, *key)
+        return self._plans[key]
+
     def _check_on_chain(self, timestep: Timesteps) -> None:
         """An int must be a timestep of the current chain (tensors are not checked: that would synchronise)."""
         if not isinstance(timestep, torch.Tensor):
@@ -435,6 +454,146 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         s = torch.quantile(flat.abs(), self.config.dynamic_thresholding_ratio, dim=1)
         s = s.clamp(min=1, max=self.config.sample_max_value).unsqueeze(1)
         return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
+
+
+class SamplingPlan:
+    """Algorithm 2's updates with every coefficient looked up once: the chain's tables in sampling order, on one device.
+
+    A loop over `step(k, ...)` for k = 0..K-1 makes no host-device synchronisation, no lookup by timestep and no
+    Python-float arithmetic; x_t, the noise and the arithmetic are in `dtype`. Whenever `upcast(model_output)` is
+    in `dtype` too (a float16, bfloat16 or float32 output for float32 x_t), `step(k, ...)` equals
+    `PaperDDPMScheduler.step` at `timesteps[k]` bit for bit: the same float operations in the same order, on the
+    same `dtype`-rounded coefficients.
+
+    Attributes:
+        timesteps (`list[int]`): the chain's timesteps t in sampling order (descending).
+        model_timesteps (`list[torch.Tensor]`): the same as 0-d long tensors on `device`, to pass to the model.
+        device (`torch.device`), dtype (`torch.dtype`): where x_t lives and its dtype.
+    """
+
+    def __init__(self, scheduler: PaperDDPMScheduler, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self.timesteps: list[int] = list(scheduler._timestep_list)
+        self.model_timesteps = list(scheduler.timesteps.to(device).unbind())
+        self._last = len(self.timesteps) - 1
+        config = scheduler.config
+        # `PaperDDPMScheduler._clip`, decided once.
+        self._threshold = scheduler._threshold_sample if config.thresholding else None
+        self._clip_range = config.clip_sample_range if config.clip_sample and not config.thresholding else None
+
+        def column(values: torch.Tensor | str) -> list[torch.Tensor]:
+            """A float64 table by timestep (or its name), in sampling order, as 0-d tensors of `dtype` on `device`."""
+            values = scheduler._tables[values] if isinstance(values, str) else values
+            return list(values[self.timesteps].to(device=device, dtype=dtype).unbind())
+
+        # x_0 = a x_t - b out: Eq. 15 for epsilon (a = 1/sqrt(alphabar_t), b = sqrt(1/alphabar_t - 1)), or
+        # a = sqrt(alphabar_t), b = sqrt(1 - alphabar_t) for v; a sample prediction is x_0 itself.
+        names = {
+            "epsilon": ("sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod"),
+            "v_prediction": ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"),
+        }.get(config.prediction_type)
+        self._x0_coefs = None if names is None else list(zip(column(names[0]), column(names[1]), strict=True))
+        # Eq. 7: mu-tilde(x_t, x_0) = coef1 x_0 + coef2 x_t.
+        self._mean_coefs = list(zip(column("posterior_mean_coef1"), column("posterior_mean_coef2"), strict=True))
+        self._learned = config.variance_type == "learned_range"
+        if self._learned:
+            # Nichol & Dhariwal Eq. 15 interpolates log beta_t and log beta-tilde_t with the model's second half.
+            self._log_variances = list(zip(column("log_betas"), column("posterior_log_variance_clipped"), strict=True))
+        else:
+            # sigma_t = exp(log sigma_t^2 / 2), with `math.exp` in float64 as `step` computes it (Sec. 3.2).
+            small = config.variance_type.startswith("fixed_small")
+            name = "posterior_log_variance_clipped" if small else "large_log_variance"
+            stds = [math.exp(0.5 * v) for v in scheduler._tables[name].tolist()]
+            self._stds = column(torch.tensor(stds, dtype=torch.float64))
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def step(
+        self, k: int, model_output: torch.Tensor, sample: torch.Tensor, noise: NoiseBuffer
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step k of the chain (t = `timesteps[k]`): x_{t-1} = mu-tilde(x_t, x_0) + [k < K - 1] sigma_t z.
+
+        Args:
+            k (`int`): the step, 0 for the first (t = T for the full chain).
+            model_output (`torch.Tensor`): the model's prediction at (x_t, t), twice `sample`'s channels for
+                `learned_range`; rounded to `dtype` first.
+            sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)` and dtype `dtype`): x_t,
+                left unchanged.
+            noise (`NoiseBuffer`): draws z ~ N(0, I) in place, at every step but the last.
+
+        Returns:
+            `(prev_sample, pred_original_sample)`: x_{t-1} and the (clipped) x_0 prediction, new tensors of `dtype`.
+        """
+        out = model_output
+        if self._learned:
+            out, predicted_variance = out.chunk(2, dim=1)
+        if out.dtype != self.dtype:
+            out = out.to(self.dtype)
+        if self._x0_coefs is None:
+            x0 = out
+        else:
+            a, b = self._x0_coefs[k]
+            x0 = sample * a
+            x0 -= out * b
+        if self._threshold is not None:
+            x0 = self._threshold(x0)
+        elif self._clip_range is not None:
+            x0 = x0.clamp(-self._clip_range, self._clip_range)
+        coef1, coef2 = self._mean_coefs[k]
+        prev_sample = x0 * coef1
+        prev_sample += sample * coef2
+        if k == self._last:
+            return prev_sample, x0
+        z = noise.draw()
+        if self._learned:
+            log_beta, log_beta_tilde = self._log_variances[k]
+            frac = (predicted_variance.to(self.dtype) + 1) / 2
+            z *= (0.5 * (frac * log_beta + (1 - frac) * log_beta_tilde)).exp()
+        else:
+            z *= self._stds[k]
+        prev_sample += z
+        return prev_sample, x0
+
+
+class NoiseBuffer:
+    """z ~ N(0, I) drawn in place into one preallocated tensor: the numbers diffusers' `randn_tensor` draws.
+
+    As `randn_tensor` does, a CPU generator draws on the CPU (then copies to `device`) and a list of generators
+    draws one row each; each draw is `Tensor.normal_` (what `torch.randn(..., out=...)` runs), allocating nothing.
+
+    Args:
+        shape (`tuple[int, ...]`): `(batch_size, ...)`.
+        generator (`torch.Generator` or a list of `batch_size` of them, *optional*): the source; the default
+            generator of the drawing device when `None`.
+        device (`torch.device`), dtype (`torch.dtype`): of the noise.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        check_generators(generator, shape[0])
+        generators = generator if isinstance(generator, list) else [generator]
+        draws_on = generators[0].device if generators[0] is not None else device
+        if draws_on.type not in ("cpu", device.type):
+            raise ValueError(f"Cannot draw {device} noise from a generator on {draws_on}.")
+        self.noise = torch.empty(shape, device=device, dtype=dtype)
+        on_cpu = draws_on.type == "cpu" and device.type != "cpu"
+        self._drawn = torch.empty(shape, dtype=dtype) if on_cpu else self.noise
+        rows = self._drawn.split(1) if len(generators) > 1 else [self._drawn]
+        self._draws = list(zip(rows, generators, strict=True))
+
+    def draw(self) -> torch.Tensor:
+        """Fresh noise in the buffer (the same tensor every time, overwritten)."""
+        for out, generator in self._draws:
+            out.normal_(generator=generator)
+        if self._drawn is not self.noise:
+            self.noise.copy_(self._drawn)
+        return self.noise
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -31,9 +31,12 @@ from tqdm.auto import tqdm
 
 from . import checkpoints
 from .data import StepSampler, load_image_data, step_generator, to_model_range
+from .evaluation import BoundResult, bound_entry, fid_entry, generate
+from .hub import HubPublisher, HubPushError, ignore_patterns
 from .images import make_grid
 from .likelihood import bits_per_dim
-from .model_card import write_model_card
+from .metrics import ImageQualityMetrics, build_feature_space
+from .model_card import SAMPLES_FILE, TRAIN_ARGS_FILE, TRAINING_RUN_FILE, write_model_card
 from .pipeline_ddpm import DDPMPipeline
 from .scheduling_ddpm_paper import PaperDDPMScheduler
 from .training_args import DDPMTrainArguments, TrainingArguments, check_train_args
@@ -85,8 +88,18 @@ class DDPMTrainer:
             self.data = load_image_data(data_args, channels=config["in_channels"])
         if self.data.skipped:
             logger.warning(f"Skipped {len(self.data.skipped)} unreadable images, e.g. {self.data.skipped[:3]}")
-        if train_args.eval_steps and len(self.data.eval) == 0:
-            raise ValueError("The held-out set is empty; give --eval_data_dir or set --eval_steps 0.")
+        if (train_args.eval_steps or train_args.eval_fid_steps) and len(self.data.eval) < 2:
+            raise ValueError(
+                "The held-out set has fewer than 2 images; give --eval_data_dir or set --eval_steps and "
+                "--eval_fid_steps to 0."
+            )
+        # The feature network is built now, so missing Inception weights stop the run before training.
+        self.quality = None
+        if train_args.eval_fid_steps and accelerator.is_main_process:
+            space = build_feature_space(
+                train_args.eval_feature_space, train_args.inception_weights, device=accelerator.device
+            )
+            self.quality = ImageQualityMetrics(space, batch_size=train_args.eval_batch_size, seed=train_args.seed)
         on_device = self.data.train.numel() <= MAX_DEVICE_DATA_BYTES
         self.images = self.data.train.to(accelerator.device) if on_device else self.data.train
         self.sampler = StepSampler(
@@ -146,6 +159,9 @@ class DDPMTrainer:
             self.ema.to(accelerator.device)
             accelerator.register_for_checkpointing(self.ema)
         self.global_step = 0
+        self.train_seconds = 0.0  # over all runs of this training, resumed ones included
+        self.results: dict[str, dict] = {}  # the latest measurement of each metric, for the card
+        self.publisher = self._publisher()
 
     # ------------------------------------------------------------------ checks
 
@@ -163,6 +179,24 @@ class DDPMTrainer:
                 "it, or choose another --output_dir."
             )
         return path
+
+    def _publisher(self) -> HubPublisher | None:
+        """With --push_to_hub, the repo is created now: a bad token or an unreachable Hub fails before training."""
+        hub = self.args.hub
+        if not hub.push_to_hub:
+            return None
+        publisher, error = None, None
+        if self.accelerator.is_main_process:
+            try:
+                publisher = HubPublisher(
+                    hub.hub_model_id or self.output_dir.resolve().name, hub.hub_token, hub.hub_private_repo
+                )
+            except HubPushError as err:
+                error = str(err)
+        (error,) = broadcast_object_list([error])
+        if error is not None:
+            raise HubPushError(error)
+        return publisher
 
     def _run_state(self) -> dict:
         return {
@@ -203,12 +237,13 @@ class DDPMTrainer:
             accelerator.load_state(str(self.resume_path))
             if self.ema is not None:
                 self.ema.to(accelerator.device)  # accelerate loads custom state onto the CPU
-            self.global_step = checkpoints.read_state(self.resume_path)["global_step"]
+            state = checkpoints.read_state(self.resume_path)
+            self.global_step, self.train_seconds = state["global_step"], state.get("train_seconds", 0.0)
             logger.info(f"Resumed from {self.resume_path} at step {self.global_step}")
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_unfinished(self.checkpoint_root)
-            (self.output_dir / "train_args.json").write_text(json.dumps(self.args.to_dict(), indent=2))
+            (self.output_dir / TRAIN_ARGS_FILE).write_text(json.dumps(self.args.to_dict(), indent=2))
         if train_args.logger != "none":
             accelerator.init_trackers("ddpm", config=_scalar_config(self.args.to_dict()))
 
@@ -221,6 +256,7 @@ class DDPMTrainer:
             total=self.max_steps, initial=self.global_step, disable=not accelerator.is_main_process, desc="train"
         )
         last_time, last_step = time.perf_counter(), self.global_step
+        self._clock = last_time - self.train_seconds
         while self.global_step < self.max_steps:
             with accelerator.accumulate(self.unet):
                 loss = self._loss(micro_step)
@@ -266,12 +302,22 @@ class DDPMTrainer:
                 self._sample_grid(self.output_dir / "samples" / f"step-{step}.png")
             if _every(step, train_args.eval_steps):
                 self._evaluate()
+            if _every(step, train_args.eval_fid_steps):
+                self._evaluate_fid()
             if _every(step, train_args.save_model_steps) and step < self.max_steps:
-                self._save_pipeline()
+                self._save_pipeline(final=False)
         progress.close()
         self._check_finite(nonfinite)
-        self._save_pipeline()
+        # The card reports measurements of the weights it describes; the bound with all its terms, as the
+        # strided estimate can be far off where the terms change fast (the last steps of the chain).
+        if train_args.eval_steps:
+            self._evaluate(full=True)
+        if train_args.eval_fid_steps and not _every(self.global_step, train_args.eval_fid_steps):
+            self._evaluate_fid()
+        self._save_pipeline(final=True)
         accelerator.end_training()
+        if self.publisher is not None:
+            self._push(final=True)
         return self.output_dir
 
     def _loss(self, micro_step: int) -> torch.Tensor:
@@ -297,7 +343,7 @@ class DDPMTrainer:
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            state = {"global_step": self.global_step, **self._run_state()}
+            state = {"global_step": self.global_step, "train_seconds": self._elapsed(), **self._run_state()}
             limit = self.args.train.checkpoints_total_limit
             logger.info(f"Saved {checkpoints.finish(self.checkpoint_root, self.global_step, state, limit)}")
         accelerator.wait_for_everyone()
@@ -332,8 +378,9 @@ class DDPMTrainer:
             else:
                 tracker.log_images({"samples": [array]}, step=self.global_step)
 
-    def _evaluate(self) -> None:
-        """The bound in bits/dim of the sampled weights on a fixed held-out batch (strided when asked)."""
+    def _evaluate(self, full: bool = False) -> None:
+        """The bound in bits/dim of the sampled weights on a fixed held-out batch: the strided estimate of
+        --eval_num_timesteps during training, all T terms when `full` (the card reports the last one)."""
         if not self.accelerator.is_main_process:
             return
         train_args = self.args.train
@@ -343,27 +390,96 @@ class DDPMTrainer:
             self.scheduler,
             x0,
             generator=torch.Generator(self.accelerator.device).manual_seed(train_args.seed),
-            num_timesteps=train_args.eval_num_timesteps,
+            num_timesteps=None if full else train_args.eval_num_timesteps,
         )
         name = f"eval/bpd_estimate_{len(bound.timesteps)}_timesteps" if bound.is_estimate else "eval/bpd"
         self.accelerator.log({name: bound.total_bpd.mean().item()}, step=self.global_step)
+        result = BoundResult.from_bound(bound)
+        weights = "EMA weights" if self.ema is not None else "weights"
+        note = f"; {weights} of step {self.global_step}"
+        self.results["bits_per_dim"] = bound_entry(
+            result, len(self.scheduler), len(x0), self._dataset_id(), "held-out", note
+        )
 
-    def _save_pipeline(self) -> None:
-        """The EMA pipeline (safetensors), a sample grid and a model card in `output_dir`, from the main process."""
+    def _evaluate_fid(self) -> None:
+        """FID and KID of `eval_num_samples` samples of the sampled weights against the held-out images, through
+        the evaluation script's code: every process draws its share, the main one scores them."""
+        train_args = self.args.train
+        samples = generate(
+            self._pipeline(),
+            train_args.eval_num_samples,
+            train_args.eval_batch_size,
+            self.args.model.ddpm_num_inference_steps,
+            train_args.seed,
+        )
+        if self.quality is None:
+            return
+        if self.quality.num_real == 0:
+            held_out = self.data.eval
+            self.quality.add_real_cached(
+                self._dataset_id(),
+                "held-out",
+                self.args.data.resolution,
+                len(held_out),
+                lambda: held_out.split(train_args.eval_batch_size),
+            )
+        self.quality.reset_fake()
+        self.quality.add_fake(samples)
+        scores = self.quality.compute()
+        space = train_args.eval_feature_space
+        logs = {f"eval/fid_{space}": scores["fid"], f"eval/kid_{space}": scores["kid_mean"]}
+        self.accelerator.log(logs, step=self.global_step)
+        steps = self.args.model.ddpm_num_inference_steps or len(self.scheduler)
+        how = f"{len(samples)} samples, {steps} steps, step {self.global_step}"
+        self.results["fid"] = fid_entry(scores["fid"], space, how, self._dataset_id(), "held-out")
+
+    def _save_pipeline(self, final: bool) -> None:
+        """The EMA pipeline (safetensors), a sample grid, the run's record and the model card in `output_dir`,
+        from the main process; pushed in the background with --hub_strategy every_save."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             pipe = self._pipeline()
             pipe.save_pretrained(self.output_dir)
-            self._sample_grid(self.output_dir / "samples.png", pipe)
-            write_model_card(self.output_dir, self.args, self._run_facts())
+            self._sample_grid(self.output_dir / SAMPLES_FILE, pipe)
+            record = {"args": self.args.to_dict(), "run": self._run_facts(), "results": list(self.results.values())}
+            (self.output_dir / TRAINING_RUN_FILE).write_text(json.dumps(record, indent=2))
+            repo_or_path = self.publisher.repo_id if self.publisher else str(self.output_dir)
+            write_model_card(self.output_dir, pipe, repo_or_path)
+            if not final and self.args.hub.hub_strategy == "every_save" and self.publisher is not None:
+                self._push(final=False)
         accelerator.wait_for_everyone()
+
+    def _push(self, final: bool) -> None:
+        """Upload the output folder: at the end, waiting and raising on failure (the folder stays complete);
+        during training, in the background, a failure only warned about (the final push uploads all again)."""
+        hub, publisher = self.args.hub, self.publisher
+        ignore = ignore_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, self.args.train.logging_dir)
+        message = f"{'End of training' if final else 'Training in progress'}, step {self.global_step}"
+        if final:
+            for error in publisher.wait():
+                logger.warning(f"A background push failed ({error}); the final push uploads everything.")
+            commit = publisher.push(self.output_dir, message, ignore)
+            logger.info(f"Pushed {self.output_dir} to {commit.commit_url}")
+        else:
+            publisher.push_in_background(self.output_dir, message, ignore)
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._clock
+
+    def _dataset_id(self) -> str:
+        data = self.args.data
+        if data.dataset_name:
+            return data.dataset_name
+        return Path(data.train_data_dir).name if data.train_data_dir else "sklearn-digits"
 
     def _run_facts(self) -> dict:
         accelerator, device = self.accelerator, self.accelerator.device
         device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+        seconds = self._elapsed()
         return {
             "dataset": self.data.source,
+            "dataset_id": self._dataset_id(),
             "num_train_images": len(self.data.train),
             "num_eval_images": len(self.data.eval),
             "channels": self.sample_unet.config.in_channels,
@@ -375,6 +491,9 @@ class DDPMTrainer:
             "num_processes": accelerator.num_processes,
             "precision": accelerator.mixed_precision,
             "hardware": f"{accelerator.num_processes} x {device.type} ({device_name})",
+            "dropout": self.sample_unet.config.dropout,
+            "train_seconds": seconds,
+            "training_time": _duration(seconds),
         }
 
 
@@ -419,6 +538,12 @@ def _ema(unet: UNet2DModel, train_args: TrainingArguments) -> EMAModel:
 def _cores_per_local_process() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s of wall time"
+    return f"{seconds / 60:.1f} min ({seconds / 3600:.2f} h) of wall time"
 
 
 def _every(step: int, interval: int | None) -> bool:

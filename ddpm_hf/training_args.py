@@ -17,9 +17,12 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from .hub import check_repo_id
 from .schedules import BETA_SCHEDULES
 from .scheduling_ddpm_paper import PREDICTION_TYPES, VARIANCE_TYPES
 from .unets import UNET_PRESETS
+
+DEFAULT_LICENSE = "apache-2.0"
 
 
 @dataclass
@@ -142,6 +145,21 @@ class TrainingArguments:
     eval_num_timesteps: int | None = field(
         default=50, metadata={"help": "Strided estimate of the bound over N timesteps; unset: the full T-step bound."}
     )
+    eval_fid_steps: int = field(
+        default=0,
+        metadata={"help": "Every N steps (and at the end), FID and KID of samples against the held-out set; 0: never."},
+    )
+    eval_num_samples: int = field(default=256, metadata={"help": "Samples drawn for each FID evaluation."})
+    eval_feature_space: str = field(
+        default="inception",
+        metadata={
+            "help": "inception (needs its weights: --inception_weights or a download) or random (a fixed random "
+            "network, for machines without them; comparable only with itself)."
+        },
+    )
+    inception_weights: str | None = field(
+        default=None, metadata={"help": "Path of pt_inception-2015-12-05-6726825d.pth, for machines without network."}
+    )
     save_model_steps: int = field(default=0, metadata={"help": "Also save the pipeline every N steps (0: at the end)."})
     checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N steps."})
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
@@ -153,6 +171,54 @@ class TrainingArguments:
         default=None, metadata={"help": "A checkpoint folder, or `latest` in output_dir/checkpoints."}
     )
 
+
+@dataclass
+class HubRepoArguments:
+    """Where and what to push; shared by the trainer and `train_scripts/push_to_hub.py`."""
+
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={"help": "The repo to push to, `name` or `namespace/name`; default: the output_dir's name."},
+    )
+    hub_private_repo: bool | None = field(
+        default=None, metadata={"help": "Create the repo private (true) or public (false); default: the Hub's."}
+    )
+    hub_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "A Hub token with write access; default: HF_TOKEN or the cached `hf auth login`. Never saved."
+        },
+    )
+    hub_upload_checkpoints: bool = field(
+        default=False, metadata={"help": "Also upload the resumable checkpoints (large); default: not."}
+    )
+    hub_upload_logs: bool = field(default=False, metadata={"help": "Also upload the tracker logs; default: not."})
+    model_license: str | None = field(
+        default=None,
+        metadata={"help": "The licence of the weights on the model card; default: the licence the run recorded."},
+    )
+
+
+@dataclass
+class HubArguments(HubRepoArguments):
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Push the pipeline, card and sample grid to the Hub at the end of training."}
+    )
+    hub_strategy: str = field(
+        default="end",
+        metadata={
+            "help": "end: push once, after training; every_save: also push (in the background) at each "
+            "--save_model_steps save."
+        },
+    )
+    model_license: str | None = field(
+        default=DEFAULT_LICENSE, metadata={"help": "The licence of the trained weights on the model card."}
+    )
+
+
+HUB_STRATEGIES = ("end", "every_save")
+# Arguments that are never written to a file, a tracker or a card.
+SECRET_ARGUMENTS = ("hub_token",)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Ho et al. (2020), Appendix B: CIFAR-10 32x32.
@@ -203,20 +269,22 @@ class DDPMTrainArguments:
     data: DataArguments
     model: ModelArguments
     train: TrainingArguments
+    hub: HubArguments = field(default_factory=HubArguments)
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """One flat dict of every argument (the form of a `--config` file)."""
-        return {
-            "preset": self.preset,
-            **dataclasses.asdict(self.data),
-            **dataclasses.asdict(self.model),
-            **dataclasses.asdict(self.train),
-        }
+        """One flat dict of every argument (the form of a `--config` file), without the secret ones."""
+        values = {"preset": self.preset}
+        for group in (self.data, self.model, self.train, self.hub):
+            values.update(dataclasses.asdict(group))
+        return {name: value for name, value in values.items() if name not in SECRET_ARGUMENTS}
+
+
+ARGUMENT_GROUPS = (DataArguments, ModelArguments, TrainingArguments, HubArguments)
 
 
 def _field_names() -> set[str]:
-    return {f.name for cls in (DataArguments, ModelArguments, TrainingArguments) for f in dataclasses.fields(cls)}
+    return {f.name for cls in ARGUMENT_GROUPS for f in dataclasses.fields(cls)}
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -245,15 +313,15 @@ def parse_train_args(argv: list[str] | None = None) -> DDPMTrainArguments:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
     file_values.pop("preset", None)
 
-    parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments), description=__doc__)
+    parser = HfArgumentParser(ARGUMENT_GROUPS, description=__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="One of the paper's set-ups; flags override it.")
     parser.add_argument("--config", help="A JSON or YAML file of arguments; flags override it.")
     parser.set_defaults(**{**PRESETS.get(preset, {}), **file_values})
-    data, model, train, *_ = parser.parse_args_into_dataclasses(args=rest)
+    data, model, train, hub, *_ = parser.parse_args_into_dataclasses(args=rest)
     given = set(file_values) | {token[2:].split("=")[0].replace("-", "_") for token in rest if token.startswith("--")}
     if "train_batch_size" in given and "total_batch_size" not in given:
         train.total_batch_size = None  # a batch size given for this run wins over a preset's total
-    return DDPMTrainArguments(data=data, model=model, train=train, preset=preset)
+    return DDPMTrainArguments(data=data, model=model, train=train, hub=hub, preset=preset)
 
 
 def check_train_args(args: DDPMTrainArguments) -> None:
@@ -284,13 +352,27 @@ def check_train_args(args: DDPMTrainArguments) -> None:
         "eval_num_timesteps": (train.eval_num_timesteps, 2, T),
         "logging_steps": (train.logging_steps, 1),
     }
-    for name in ("save_images_steps", "eval_steps", "save_model_steps", "checkpointing_steps", "lr_warmup_steps"):
+    ranges["eval_num_samples"] = (train.eval_num_samples, 2)
+    every = ("save_images_steps", "eval_steps", "eval_fid_steps", "save_model_steps", "checkpointing_steps")
+    for name in (*every, "lr_warmup_steps"):
         ranges[name] = (getattr(train, name), 0)
     for name, (value, low, *high) in ranges.items():
         if value is not None and not (low <= value and (not high or value <= high[0])):
             bound = f"in {low}..{high[0]}" if high else f">= {low}"
             raise ValueError(f"--{name} must be {bound}, got {value}.")
+    if train.eval_feature_space not in ("inception", "random"):
+        raise ValueError(f"--eval_feature_space must be inception or random, got {train.eval_feature_space!r}.")
     if train.logger not in ("tensorboard", "wandb", "none"):
         raise ValueError(f"--logger must be tensorboard, wandb or none, got {train.logger!r}.")
     if train.logger == "wandb" and importlib.util.find_spec("wandb") is None:
         raise ValueError("--logger wandb needs the wandb package: pip install wandb.")
+    _check_hub_args(args.hub, train)
+
+
+def _check_hub_args(hub: HubArguments, train: TrainingArguments) -> None:
+    if hub.hub_strategy not in HUB_STRATEGIES:
+        raise ValueError(f"--hub_strategy must be one of {', '.join(HUB_STRATEGIES)}, got {hub.hub_strategy!r}.")
+    if hub.push_to_hub and hub.hub_strategy == "every_save" and not train.save_model_steps:
+        raise ValueError("--hub_strategy every_save pushes at each --save_model_steps save: give --save_model_steps.")
+    if hub.push_to_hub:
+        check_repo_id(hub.hub_model_id or Path(train.output_dir).resolve().name, "--hub_model_id")

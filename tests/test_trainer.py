@@ -60,6 +60,12 @@ def test_few_step_run_writes_every_output(tmp_path):
         "3",
         "--checkpoints_total_limit",
         "1",
+        "--eval_fid_steps",
+        "3",
+        "--eval_num_samples",
+        "4",
+        "--eval_feature_space",
+        "random",
     )
     pipe = DDPMPipeline.from_pretrained(out)
     assert isinstance(pipe.scheduler, PaperDDPMScheduler) and pipe.scheduler.config.num_train_timesteps == 50
@@ -86,8 +92,17 @@ def test_few_step_run_writes_every_output(tmp_path):
         "steps_per_second",
         "images_per_second",
         "eval/bpd_estimate_5_timesteps",
+        "eval/bpd",
+        "eval/fid_random",
+        "eval/kid_random",
     ]:
         assert tag in scalars, tag
+    assert [e.step for e in events.Scalars("eval/fid_random")] == [3, 6]
+    results = {r["metric"]: r for r in json.loads((out / "training_run.json").read_text())["results"]}
+    assert results["fid_random_features"]["value"] == pytest.approx(events.Scalars("eval/fid_random")[-1].value)
+    assert "4 samples, 5 steps, step 6" in results["fid_random_features"]["name"]
+    assert results["bits_per_dim"]["value"] == pytest.approx(events.Scalars("eval/bpd")[-1].value)
+    assert "all 50 terms; 64 held-out images; EMA weights of step 6" in results["bits_per_dim"]["name"]
     assert "samples" in events.Tags()["images"]
     assert [e.step for e in events.Scalars("loss")] == [2, 4, 6]
 
@@ -201,6 +216,10 @@ def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_stat
         (["--eval_num_timesteps", "1"], "--eval_num_timesteps must be in 2..50, got 1"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1, got 0"),
         (["--variance_type", "learned_range"], "learned_range needs the hybrid loss"),
+        (["--eval_fid_steps", "2", "--eval_feature_space", "clip"], "--eval_feature_space must be inception or random"),
+        (["--eval_fid_steps", "2", "--eval_num_samples", "1"], "--eval_num_samples must be >= 2, got 1"),
+        (["--eval_fid_steps", "2"], "The FID Inception weights are not on this machine"),
+        (["--eval_fid_steps", "2", "--inception_weights", "{tmp}/none.pth"], "No Inception weight file at"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, args, message, fresh_accelerate_state):
@@ -209,7 +228,7 @@ def test_bad_input_fails_before_training(tmp_path, args, message, fresh_accelera
     (tmp_path / "bad" / "broken.png").write_bytes(b"garbage")
     out = tmp_path / "run"
     argv = [*QUICK, "--output_dir", str(out), "--max_train_steps", "3", *[a.format(tmp=tmp_path) for a in args]]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):  # missing weights: a FileNotFoundError
         DDPMTrainer(parse_train_args(argv))
     assert not out.exists()
 

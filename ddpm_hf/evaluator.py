@@ -1,0 +1,255 @@
+"""The job behind `train_scripts/evaluate_ddpm.py`: bits/dim and FID / KID / IS of a pipeline on a dataset,
+over several sampler settings, written as JSON, a table, a plot and (when asked) the model card."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+from .data import load_image_data
+from .evaluation import BoundResult, bound_entry, evaluate_bound, fid_entry, generate
+from .metrics import ImageQualityMetrics, build_feature_space
+from .model_card import EVAL_RESULTS_FILE, write_model_card
+from .pipeline_ddpm import DDPMPipeline
+from .plots import FIGURES_EXTRA, Line, Panel, can_plot, save_panels
+from .scheduling_ddpm_paper import VARIANCE_TYPES, PaperDDPMScheduler
+from .training_args import DataArguments
+
+logger = get_logger(__name__)
+METRICS = ("bpd", "fid")
+SPLITS = ("test", "train")
+FEATURE_SPACES = ("inception", "random")
+
+
+@dataclass
+class EvaluationArguments:
+    model: str = field(metadata={"help": "A pipeline folder or a Hub repo id."})
+    revision: str | None = field(default=None, metadata={"help": "The Hub revision (branch, tag or commit)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where results.json, the table and the plot go; default: eval-<model name>."}
+    )
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "test: the held-out images (the dataset's test split, --eval_data_dir, or the trainer's fixed "
+            "10%); train: the training images."
+        },
+    )
+    metrics: str = field(
+        default="bpd,fid", metadata={"help": "Comma-separated: bpd (the bound), fid (FID, KID and, for Inception, IS)."}
+    )
+    num_images: int | None = field(
+        default=None, metadata={"help": "Score the bound on the first N images of the split; default: all of them."}
+    )
+    bpd_num_timesteps: int | None = field(
+        default=None,
+        metadata={"help": "Estimate the bound from N strided timesteps (labelled as such); default: all T terms."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per model call, for the bound and for sampling."})
+    num_samples: int = field(default=1000, metadata={"help": "Samples drawn for FID / KID / IS per setting."})
+    num_inference_steps: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated lengths of the sampling chain, e.g. 10,25,50,100,250,1000; default: T."},
+    )
+    variance_type: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated reverse variances, e.g. fixed_small,fixed_large; default: the model's."},
+    )
+    feature_space: str = field(
+        default="inception",
+        metadata={
+            "help": "inception: the FID Inception network (published FID/KID/IS; needs its weights). random: a "
+            "fixed-seed random conv net (ddpm_hf.metrics.RandomFeatureSpace), for machines without the weights; its "
+            "FID/KID compare only with numbers in that same space and resolution."
+        },
+    )
+    inception_weights: str | None = field(
+        default=None, metadata={"help": "pt_inception-2015-12-05-6726825d.pth, for machines without network."}
+    )
+    stats_cache_dir: str | None = field(
+        default=None, metadata={"help": "Cache of the dataset's feature statistics; default: $HF_HOME/ddpm_hf."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the bound's noise and of the samples."})
+    update_model_card: bool = field(
+        default=False,
+        metadata={"help": "Write eval_results.json into the (local) model folder and render its README.md again."},
+    )
+
+
+def _list(value: str | None, name: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    items = [item.strip() for item in (value or "").split(",") if item.strip()]
+    if allowed is not None and (bad := [item for item in items if item not in allowed]):
+        raise ValueError(f"--{name} takes {', '.join(allowed)}; got {', '.join(bad)}.")
+    return items
+
+
+@dataclass
+class Setting:
+    variance_type: str
+    num_inference_steps: int
+
+
+class DDPMEvaluator:
+    """Checks every argument, loads the model, data and feature network (all before any sampling); `run()`
+    evaluates and writes the outputs from the main process."""
+
+    def __init__(self, args: EvaluationArguments, data_args: DataArguments, resolution_given: bool = False):
+        # cpu=True without an accelerator, so `accelerate launch --multi_gpu` processes form a gloo group.
+        self.args, self.state = args, PartialState(cpu=not torch.accelerator.is_available())
+        self.metrics = _list(args.metrics, "metrics", METRICS)
+        if not self.metrics:
+            raise ValueError(f"--metrics needs one or more of {', '.join(METRICS)}.")
+        if args.split not in SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
+        if args.feature_space not in FEATURE_SPACES:
+            raise ValueError(f"--feature_space must be one of {', '.join(FEATURE_SPACES)}, got {args.feature_space!r}.")
+        for name in ("batch_size", "num_samples", "num_images"):
+            if (value := getattr(args, name)) is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}.")
+        local = Path(args.model).is_dir()
+        if args.update_model_card and not local:
+            raise ValueError(f"--update_model_card writes into the model folder; {args.model} is not a local folder.")
+
+        with self.state.main_process_first():  # one download into the cache
+            self.pipeline = DDPMPipeline.from_pretrained(args.model, revision=args.revision).to(self.state.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        unet, T = self.pipeline.unet.eval(), len(self.pipeline.scheduler)
+        if args.bpd_num_timesteps is not None and not 2 <= args.bpd_num_timesteps <= T:
+            raise ValueError(f"--bpd_num_timesteps must be in 2..{T}, got {args.bpd_num_timesteps}.")
+        steps = [int(s) for s in _list(args.num_inference_steps, "num_inference_steps")] or [T]
+        if bad := [s for s in steps if not 1 <= s <= T]:
+            raise ValueError(f"--num_inference_steps must lie in 1..{T}; got {bad}.")
+        variances = _list(args.variance_type, "variance_type", VARIANCE_TYPES[:4])
+        variances = variances or [self.pipeline.scheduler.config.variance_type]
+        self.settings = [Setting(v, s) for v in variances for s in steps]
+
+        resolution = unet.config.sample_size
+        if resolution_given and data_args.resolution != resolution:
+            raise ValueError(f"--resolution {data_args.resolution}: the model makes {resolution}x{resolution} images.")
+        data_args.resolution = resolution
+        with self.state.main_process_first():
+            data = load_image_data(data_args, channels=unet.config.in_channels)
+        self.images = data.eval if args.split == "test" else data.train
+        if args.num_images is not None:
+            self.images = self.images[: args.num_images]
+        if len(self.images) == 0:
+            raise ValueError(f"The {args.split} split of {data.source} is empty.")
+        self.dataset = data_args.dataset_name or (
+            Path(data_args.train_data_dir).name if data_args.train_data_dir else "sklearn-digits"
+        )
+        self.source = data.source
+
+        self.quality = None
+        if "fid" in self.metrics and self.state.is_main_process:
+            space = build_feature_space(args.feature_space, args.inception_weights, device=self.state.device)
+            self.quality = ImageQualityMetrics(space, batch_size=args.batch_size, seed=args.seed)
+        self.output_dir = Path(args.output_dir or f"eval-{Path(args.model).name}")
+
+    def run(self) -> dict[str, Any]:
+        """Evaluate, write `results.json` (and, for several settings, the table and plot); returns the results."""
+        args, unet = self.args, self.pipeline.unet
+        report: dict[str, Any] = {
+            "model": args.model,
+            "revision": args.revision,
+            "dataset": self.source,
+            "split": args.split,
+            "num_processes": self.state.num_processes,
+            "hardware": f"{self.state.num_processes} x {self.state.device.type} ({platform.processor() or 'CPU'})",
+            "settings": asdict(args),
+        }
+        entries: list[dict[str, Any]] = []
+        if "bpd" in self.metrics:
+            bound = evaluate_bound(
+                unet, self.pipeline.scheduler, self.images, args.batch_size, args.bpd_num_timesteps, args.seed
+            )
+            report["bound"] = {**self._bound_dict(bound), "num_images": len(self.images)}
+            T = len(self.pipeline.scheduler)
+            entries.append(bound_entry(bound, T, len(self.images), self.dataset, args.split))
+        if "fid" in self.metrics:
+            report["quality"] = self._quality()
+            for row in report["quality"]:
+                how = f"{row['num_samples']} samples, {row['num_inference_steps']} steps, {row['variance_type']}"
+                entries.append(fid_entry(row["fid"], row["feature_space"], how, self.dataset, args.split))
+        report["results"] = entries
+        if self.state.is_main_process:
+            self._write(report)
+        return report
+
+    # ------------------------------------------------------------------ parts
+
+    def _quality(self) -> list[dict[str, Any]]:
+        args = self.args
+        if self.quality is not None:
+            dataset_images = self.images
+            self.quality.add_real_cached(
+                self.dataset,
+                args.split,
+                self.pipeline.unet.config.sample_size,
+                len(dataset_images),
+                lambda: dataset_images.split(args.batch_size),
+                args.stats_cache_dir,
+            )
+        rows = []
+        config = self.pipeline.scheduler.config
+        for setting in tqdm(self.settings, desc="FID", disable=not self.state.is_main_process):
+            self.pipeline.scheduler = PaperDDPMScheduler.from_config(config, variance_type=setting.variance_type)
+            samples = generate(self.pipeline, args.num_samples, args.batch_size, setting.num_inference_steps, args.seed)
+            if self.quality is None:
+                continue
+            self.quality.reset_fake()
+            self.quality.add_fake(samples)
+            row = {**asdict(setting), "num_samples": len(samples), "feature_space": args.feature_space}
+            rows.append({**row, **self.quality.compute()})
+            tqdm.write(f"{setting.variance_type}, {setting.num_inference_steps} steps: FID {rows[-1]['fid']:.4g}")
+        self.pipeline.scheduler = PaperDDPMScheduler.from_config(config)
+        return rows
+
+    def _bound_dict(self, bound: BoundResult) -> dict[str, Any]:
+        return {
+            "bpd": bound.mean,
+            "stderr": bound.stderr,
+            "prior_bpd": bound.prior_bpd,
+            "decoder_bpd": bound.decoder_bpd,
+            "num_timesteps": bound.num_timesteps,
+            "is_estimate": bound.is_estimate,
+        }
+
+    def _write(self, report: dict[str, Any]) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "results.json").write_text(json.dumps(report, indent=2))
+        rows = report.get("quality") or []
+        if len(rows) > 1:
+            with open(self.output_dir / "quality_vs_steps.csv", "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            _plot(rows, self.output_dir / "quality_vs_steps.png")
+        if self.args.update_model_card:
+            folder = Path(self.args.model)
+            (folder / EVAL_RESULTS_FILE).write_text(json.dumps({"results": report["results"]}, indent=2))
+            write_model_card(folder, self.pipeline, str(folder))
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """FID and KID against the chain length, one line per variance type (skipped without matplotlib)."""
+    if not can_plot():
+        logger.warning(f"No {path.name}: plots need matplotlib ({FIGURES_EXTRA}); the table is in the CSV.")
+        return
+    space = rows[0]["feature_space"]
+    fid = Panel("FID", "sampling steps", f"FID ({space} features)", log_x=True)
+    kid = Panel("KID", "sampling steps", f"KID ({space} features)", log_x=True)
+    for variance in dict.fromkeys(row["variance_type"] for row in rows):
+        mine = sorted((r for r in rows if r["variance_type"] == variance), key=lambda r: r["num_inference_steps"])
+        steps = [r["num_inference_steps"] for r in mine]
+        fid.lines.append(Line(steps, [r["fid"] for r in mine], variance))
+        kid.lines.append(Line(steps, [r["kid_mean"] for r in mine], variance, [r["kid_std"] for r in mine]))
+    save_panels([fid, kid], path)

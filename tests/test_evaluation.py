@@ -1,0 +1,144 @@
+"""train_scripts/evaluate_ddpm.py and ddpm_hf.evaluation: the bound and FID/KID of a tiny model, one process
+against two, the JSON and card outputs, and the errors before any work."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, bits_per_dim, build_unet
+from ddpm_hf.data import to_model_range
+from ddpm_hf.evaluation import chunk_generator, evaluate_bound, generate
+from ddpm_hf.evaluator import DDPMEvaluator, EvaluationArguments
+from ddpm_hf.training_args import DataArguments
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train_scripts" / "evaluate_ddpm.py"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny pipeline (T = 20) saved to a folder, as the trainer would leave it."""
+    folder = tmp_path_factory.mktemp("model") / "tiny-ddpm"
+    torch.manual_seed(0)
+    DDPMPipeline(build_unet("tiny"), PaperDDPMScheduler(num_train_timesteps=20)).save_pretrained(folder)
+    return folder
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+
+
+def test_chunk_generators_depend_on_seed_and_chunk_only():
+    draw = [torch.randn(4, generator=chunk_generator(s, k, "cpu")) for s, k in [(0, 0), (0, 1), (1, 0), (0, 0)]]
+    assert torch.equal(draw[0], draw[3])
+    assert not torch.equal(draw[0], draw[1]) and not torch.equal(draw[0], draw[2])
+
+
+def test_bound_is_the_per_chunk_bound_with_the_chunk_noise(model_dir):
+    pipe = DDPMPipeline.from_pretrained(model_dir)
+    images = _images(5)
+    result = evaluate_bound(pipe.unet, pipe.scheduler, images, batch_size=2, seed=3)
+    expected = torch.cat(
+        [
+            bits_per_dim(
+                pipe.unet, pipe.scheduler, to_model_range(images[i : i + 2], None, False), chunk_generator(3, k, "cpu")
+            ).total_bpd
+            for k, i in enumerate(range(0, 5, 2))
+        ]
+    )
+    torch.testing.assert_close(result.per_image_bpd, expected.double())
+    assert result.mean == pytest.approx(expected.double().mean().item())
+    assert result.stderr == pytest.approx(expected.double().std().item() / 5**0.5)
+    assert not result.is_estimate and result.num_timesteps == 20
+    estimate = evaluate_bound(pipe.unet, pipe.scheduler, images, batch_size=5, num_timesteps=4)
+    assert estimate.is_estimate and estimate.num_timesteps == 4
+
+
+def test_generate_gives_sample_i_whatever_the_batch_split(model_dir):
+    pipe = DDPMPipeline.from_pretrained(model_dir)
+    samples = generate(pipe, 3, batch_size=2, num_inference_steps=5, seed=7)
+    assert samples.dtype == torch.uint8 and samples.shape == (3, 3, 8, 8)
+    first_chunk = pipe(batch_size=2, generator=chunk_generator(7, 0, "cpu"), num_inference_steps=5, output_type="np")
+    torch.testing.assert_close(
+        samples[:2], torch.from_numpy(first_chunk.images * 255).round().to(torch.uint8).permute(0, 3, 1, 2)
+    )
+
+
+def _evaluate(*args: str, launcher: list[str] | None = None) -> dict:
+    cmd = [*(launcher or [sys.executable]), str(SCRIPT), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = Path(args[args.index("--output_dir") + 1])
+    return json.loads((out / "results.json").read_text())
+
+
+def test_two_processes_give_the_numbers_of_one(model_dir, tmp_path, accelerate_launch):
+    flags = ["--model", str(model_dir), "--feature_space", "random", "--num_samples", "6", "--batch_size", "2"]
+    flags += ["--num_images", "7", "--num_inference_steps", "4,20", "--stats_cache_dir", str(tmp_path / "stats")]
+    one = _evaluate(*flags, "--output_dir", str(tmp_path / "one"))
+    launcher = accelerate_launch(2, SCRIPT)[:-1]
+    two = _evaluate(*flags, "--output_dir", str(tmp_path / "two"), launcher=launcher)
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    assert one["bound"]["num_images"] == 7 and not one["bound"]["is_estimate"]
+    assert two["bound"]["bpd"] == pytest.approx(one["bound"]["bpd"], rel=1e-6)
+    assert two["bound"]["stderr"] == pytest.approx(one["bound"]["stderr"], rel=1e-5)
+    assert [r["num_inference_steps"] for r in one["quality"]] == [4, 20]
+    for a, b in zip(one["quality"], two["quality"], strict=True):
+        assert b["fid"] == pytest.approx(a["fid"], rel=1e-5) and b["kid_mean"] == pytest.approx(a["kid_mean"], rel=1e-4)
+    assert one["quality"][0]["fid"] != pytest.approx(one["quality"][1]["fid"])
+    assert (tmp_path / "one" / "quality_vs_steps.csv").read_text().count("\n") == 3
+
+
+def test_results_update_the_model_card(model_dir, tmp_path):
+    args = EvaluationArguments(
+        model=str(model_dir),
+        metrics="bpd",
+        num_images=4,
+        bpd_num_timesteps=5,
+        output_dir=str(tmp_path / "e"),
+        update_model_card=True,
+    )
+    report = DDPMEvaluator(args, DataArguments()).run()
+    header = yaml.safe_load((model_dir / "README.md").read_text().split("---")[1])
+    (metric,) = header["model-index"][0]["results"][0]["metrics"]
+    assert metric["type"] == "bits_per_dim" and metric["value"] == pytest.approx(report["bound"]["bpd"])
+    assert "strided estimate over 5 of 20 timesteps; 4 test images" in metric["name"]
+    saved = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert saved["settings"]["bpd_num_timesteps"] == 5 and saved["dataset"].startswith("sklearn.datasets.load_digits")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"metrics": "bpd,fdi"}, "--metrics takes bpd, fid; got fdi"),
+        ({"split": "val"}, "--split must be one of test, train"),
+        ({"num_inference_steps": "10,30"}, r"--num_inference_steps must lie in 1..20; got \[30\]"),
+        ({"variance_type": "learned"}, "--variance_type takes fixed_small"),
+        ({"bpd_num_timesteps": 1}, "--bpd_num_timesteps must be in 2..20"),
+        ({"feature_space": "clip"}, "--feature_space must be one of inception, random"),
+        ({"model": "no/such-folder", "update_model_card": True}, "is not a local folder"),
+    ],
+)
+def test_bad_arguments_are_named(model_dir, changes, message):
+    args = EvaluationArguments(**{"model": str(model_dir), **changes})
+    with pytest.raises(ValueError, match=message):
+        DDPMEvaluator(args, DataArguments())
+
+
+def test_a_resolution_other_than_the_models_is_refused(model_dir):
+    with pytest.raises(ValueError, match="--resolution 16: the model makes 8x8 images"):
+        DDPMEvaluator(EvaluationArguments(model=str(model_dir)), DataArguments(resolution=16), resolution_given=True)
+
+
+def test_missing_inception_weights_are_reported_before_sampling(model_dir, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty torch hub cache
+    calls = []
+    monkeypatch.setattr("ddpm_hf.evaluator.generate", lambda *a, **k: calls.append(a))
+    with pytest.raises(FileNotFoundError, match="--inception_weights PATH") as error:
+        DDPMEvaluator(EvaluationArguments(model=str(model_dir), metrics="fid"), DataArguments()).run()
+    assert "pt_inception-2015-12-05-6726825d.pth" in str(error.value) and calls == []

@@ -1,0 +1,39 @@
+"""Evaluate a DDPM pipeline: the bound in bits/dim on a dataset split, and FID / KID / IS of its samples.
+
+    python train_scripts/evaluate_ddpm.py --model ddpm-digits                      # bound + FID, test split
+    python train_scripts/evaluate_ddpm.py --model ddpm-digits --metrics fid --feature_space random \\
+        --num_inference_steps 10,25,50,100,250,1000 --variance_type fixed_small,fixed_large
+    accelerate launch --multi_gpu --num_processes 2 train_scripts/evaluate_ddpm.py --model me/ddpm-cifar10 \\
+        --dataset_name uoft-cs/cifar10 --inception_weights pt_inception-2015-12-05-6726825d.pth
+
+The data flags are the trainer's (default: the embedded digits); images are read at the model's resolution.
+With several processes, images and samples are shared out and gathered: the numbers equal one process's.
+Writes results.json (and, for several settings, quality_vs_steps.csv / .png) to --output_dir; every flag is
+documented by --help, the work is done by `ddpm_hf.evaluator.DDPMEvaluator`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from transformers import HfArgumentParser
+
+from ddpm_hf.evaluator import DDPMEvaluator, EvaluationArguments
+from ddpm_hf.training_args import DataArguments
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser((EvaluationArguments, DataArguments), description=__doc__)
+    args, data_args = parser.parse_args_into_dataclasses(args=argv)
+    resolution_given = any(a == "--resolution" or a.startswith("--resolution=") for a in argv)
+    evaluator = DDPMEvaluator(args, data_args, resolution_given)
+    report = evaluator.run()
+    if evaluator.state.is_main_process:
+        print(json.dumps({"bound": report.get("bound"), "quality": report.get("quality")}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

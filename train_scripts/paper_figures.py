@@ -1,0 +1,195 @@
+"""The paper's figures of what a DDPM does beyond sampling, for a trained pipeline (a folder or Hub repo):
+
+    python train_scripts/paper_figures.py --model ddpm-digits --output_dir figures
+    python train_scripts/paper_figures.py --model me/ddpm-cifar10 --dataset_name uoft-cs/cifar10 \\
+        --figures interpolation,rate_distortion --rd_num_images 1000
+
+Writes to --output_dir:
+    progressive_x0.png, progressive_xt.png   progressive generation (Sec. 4.3, Fig. 6): rows are samples, columns
+                                             reverse steps; the x_0 predictions, then the states x_t
+    shared_latent.png                        samples sharing x_t (Fig. 7): per row x_t, its x_0 prediction, samples
+    interpolation.png                        interpolating two test images (Sec. 4.4, Figs. 8-9), a row per t
+    rate_distortion.png / .csv / .json       progressive lossy compression (Sec. 4.3, Fig. 5, Table 4)
+
+Timesteps are the scheduler's (0..T-1, the paper's t - 1). The data flags are the trainer's (default: the embedded
+digits); the test images are its held-out split, read at the model's resolution. The work is done by
+`ddpm_hf.demonstrations`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from ddpm_hf import DDPMPipeline
+from ddpm_hf.data import load_image_data
+from ddpm_hf.demonstrations import (
+    interpolate,
+    labelled_grid,
+    progressive_grid,
+    rate_distortion,
+    shared_latent_samples,
+    timestep_label,
+)
+from ddpm_hf.plots import FIGURES_EXTRA, can_plot
+from ddpm_hf.training_args import DataArguments
+
+FIGURES = ("progressive", "shared", "interpolation", "rate_distortion")
+
+
+@dataclass
+class FigureArguments:
+    model: str = field(metadata={"help": "A pipeline folder or a Hub repo id."})
+    revision: str | None = field(default=None, metadata={"help": "The Hub revision (branch, tag or commit)."})
+    output_dir: str = field(default="paper-figures", metadata={"help": "Where the PNGs and the tables are written."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into a non-empty `--output_dir`."}
+    )
+    figures: str = field(
+        default=",".join(FIGURES), metadata={"help": f"Comma-separated figures to make: {', '.join(FIGURES)}."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of every figure's noise (and of the rate-distortion bound)."})
+    num_samples: int = field(
+        default=8, metadata={"help": "Rows of the progressive figures; samples per shared latent."}
+    )
+    num_columns: int = field(default=10, metadata={"help": "Reverse steps shown by the progressive figures."})
+    num_inference_steps: int | None = field(
+        default=None, metadata={"help": "Steps of the progressive figures' (respaced) chain; default: all T."}
+    )
+    shared_t: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated timesteps of the shared latents; default: T/4, T/2, 3T/4 and T (minus 1)."},
+    )
+    interpolation_t: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated timesteps to interpolate at; default: 0, T/8, 2T/8 .. T (minus 1), as Fig. 9."
+        },
+    )
+    num_lambdas: int = field(default=11, metadata={"help": "Mixing weights from 0 to 1 inclusive (paper: 11)."})
+    interpolation_pair: str = field(
+        default="0,1", metadata={"help": "Indices in the test split of the two images to interpolate."}
+    )
+    rd_num_images: int = field(
+        default=128, metadata={"help": "Test images of the rate-distortion curve (each costs T model calls)."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Images per model call for the rate-distortion bound."})
+    image_size: int = field(
+        default=48,
+        metadata={"help": "Smallest side in pixels of each image in the PNGs: small images are enlarged (nearest)."},
+    )
+
+
+def _timesteps(value: str | None, fractions: tuple[float, ...], T: int, flag: str) -> list[int]:
+    """Comma-separated timesteps, checked to lie in 0..T-1; default: round(f * T) - 1 (at least 0) per fraction f."""
+    steps = [int(s) for s in value.split(",") if s.strip()] if value else [max(0, round(f * T) - 1) for f in fractions]
+    if not steps or (bad := [s for s in steps if not 0 <= s < T]):
+        raise ValueError(f"--{flag} must list timesteps in 0..{T - 1}; got {bad or value!r}.")
+    return steps
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser((FigureArguments, DataArguments), description=__doc__)
+    args, data_args = parser.parse_args_into_dataclasses(args=argv)
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
+        sys.exit(f"--output_dir {args.output_dir} is not empty; pass --overwrite_output_dir to write into it.")
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    if not figures or (bad := sorted(set(figures) - set(FIGURES))):
+        raise ValueError(f"--figures takes {', '.join(FIGURES)}; got {bad or args.figures!r}.")
+    if "rate_distortion" in figures and not can_plot():
+        raise ImportError(f"The rate-distortion figure needs matplotlib: {FIGURES_EXTRA}")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = DDPMPipeline.from_pretrained(args.model, revision=args.revision).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.unet.eval()
+    T, size = len(pipe.scheduler), pipe.unet.config.sample_size
+    scale = max(1, math.ceil(args.image_size / (size if isinstance(size, int) else min(size))))
+    shared_t = _timesteps(args.shared_t, (0.25, 0.5, 0.75, 1.0), T, "shared_t")
+    interpolation_t = _timesteps(args.interpolation_t, tuple(k / 8 for k in range(9)), T, "interpolation_t")
+    test_images = None
+    if {"interpolation", "rate_distortion"} & set(figures):
+        resolution_given = any(a == "--resolution" or a.startswith("--resolution=") for a in argv)
+        if resolution_given and data_args.resolution != size:
+            raise ValueError(f"--resolution {data_args.resolution}: the model makes {size}x{size} images.")
+        data_args.resolution = size
+        test_images = load_image_data(data_args, channels=pipe.unet.config.in_channels).eval
+        pair = [int(i) for i in args.interpolation_pair.split(",")]
+        if len(pair) != 2 or not all(0 <= i < len(test_images) for i in pair):
+            raise ValueError(f"--interpolation_pair needs two indices in 0..{len(test_images) - 1}; got {pair}.")
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(args.seed)
+
+    def save(image, name: str, started: float) -> None:
+        image.save(out / name)
+        written.append(out / name)
+        print(f"{name}: {image.width}x{image.height} ({time.perf_counter() - started:.1f} s)")
+
+    if "progressive" in figures:
+        for kind, name in (("x0", "progressive_x0.png"), ("x_t", "progressive_xt.png")):
+            started = time.perf_counter()
+            grid, _ = progressive_grid(
+                pipe,
+                args.num_samples,
+                seeded(),
+                num_columns=args.num_columns,
+                kind=kind,
+                num_inference_steps=args.num_inference_steps,
+                scale=scale,
+                labels=True,
+            )
+            save(grid, name, started)
+
+    if "shared" in figures:
+        started, rows = time.perf_counter(), []
+        for t in shared_t:
+            shared = shared_latent_samples(pipe, t, args.num_samples, seeded())
+            rows.append([*shared.noisy_sample, *shared.pred_original_sample, *shared.images])
+        columns = ["x_t", "pred. x0", *(f"#{i + 1}" for i in range(args.num_samples))]
+        save(labelled_grid(rows, columns, [timestep_label(t) for t in shared_t], scale), "shared_latent.png", started)
+
+    if "interpolation" in figures:
+        started, rows = time.perf_counter(), []
+        for t in interpolation_t:
+            result = interpolate(pipe, test_images[pair[0]], test_images[pair[1]], t, args.num_lambdas, seeded())
+            rows.append([result.sources[0], *result.images, result.sources[1]])
+        weights = [f"{w:.2g}" for w in result.lambdas[1:-1]]
+        columns = ["source", "rec.", *weights, "rec.", "source"]
+        save(
+            labelled_grid(rows, columns, [timestep_label(t) for t in interpolation_t], scale),
+            "interpolation.png",
+            started,
+        )
+
+    if "rate_distortion" in figures:
+        started = time.perf_counter()
+        images = test_images[: args.rd_num_images]
+        curve = rate_distortion(pipe.unet, pipe.scheduler, images, args.batch_size, args.seed)
+        curve.to_csv(out / "rate_distortion.csv")
+        curve.to_json(out / "rate_distortion.json")
+        curve.plot(out / "rate_distortion.png")
+        written += [out / f"rate_distortion.{ext}" for ext in ("csv", "json", "png")]
+        print(
+            f"rate_distortion.png/.csv/.json ({time.perf_counter() - started:.1f} s): {curve.num_images} images, "
+            f"bound {curve.total_bpd:.4f} bits/dim = rate {curve.rate_bpd[-1]:.4f} + L_0 {curve.decoder_bpd:.4f}; "
+            f"L_T {curve.prior_bpd:.2e}; distortion {curve.distortion_rmse[0]:.2f} -> {curve.distortion_rmse[-1]:.2f} "
+            "RMSE [0, 255]"
+        )
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Push a folder that train_ddpm.py wrote (or any saved DDPMPipeline) to the Hub, e.g. after a failed push.
+
+    python train_scripts/push_to_hub.py --output_dir ddpm-digits --hub_model_id me/ddpm-digits
+
+The folder itself is not changed: the model card is rendered again for the repo id into the upload only
+(`--keep_card` uploads README.md as it is). Checkpoints and logs stay local unless asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from ddpm_hf import DDPMPipeline
+from ddpm_hf.hub import HubPublisher, ignore_patterns, make_snapshot
+from ddpm_hf.model_card import TRAINING_RUN_FILE, read_json, write_model_card
+from ddpm_hf.training_args import HubRepoArguments
+
+
+@dataclass
+class PushArguments:
+    output_dir: str = field(metadata={"help": "The folder to push: a saved pipeline (model_index.json inside)."})
+    commit_message: str = field(default="Upload DDPMPipeline", metadata={"help": "The commit's message."})
+    keep_card: bool = field(default=False, metadata={"help": "Upload README.md as it is instead of rendering it."})
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = HfArgumentParser((PushArguments, HubRepoArguments), description=__doc__)
+    args, hub = parser.parse_args_into_dataclasses(args=argv)
+    folder = Path(args.output_dir)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"--output_dir {folder} holds no saved pipeline (no model_index.json).")
+    pipeline = None if args.keep_card else DDPMPipeline.from_pretrained(folder)
+    logging_dir = ((read_json(folder / TRAINING_RUN_FILE) or {}).get("args") or {}).get("logging_dir", "logs")
+    publisher = HubPublisher(hub.hub_model_id or folder.resolve().name, hub.hub_token, hub.hub_private_repo)
+    snapshot = make_snapshot(folder, ignore_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, logging_dir))
+    try:
+        if pipeline is not None:
+            (snapshot / "README.md").unlink(missing_ok=True)
+            write_model_card(snapshot, pipeline, publisher.repo_id, hub.model_license)
+        commit = publisher.push(
+            snapshot, args.commit_message, retry_hint=f"{folder} is unchanged; run this command again."
+        )
+    finally:
+        shutil.rmtree(snapshot)
+    print(f"Pushed {folder} to {commit.commit_url}")
+    return commit.commit_url
+
+
+if __name__ == "__main__":
+    main()
