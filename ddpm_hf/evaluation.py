@@ -8,21 +8,27 @@ order. N processes therefore compute exactly what one computes, only faster.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 from .data import to_model_range
 from .likelihood import VariationalBound, bits_per_dim
 from .scheduling_ddpm_paper import PaperDDPMScheduler
+from .training_args import DataArguments
 
 if TYPE_CHECKING:
     from .pipeline_ddpm import DDPMPipeline
+
+T = TypeVar("T")
 
 
 def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.Generator:
@@ -153,3 +159,36 @@ def fid_entry(fid: float, feature_space: str, how: str, dataset: str, split: str
         "dataset": dataset,
         "split": split,
     }
+
+
+def dataset_id(data_args: DataArguments) -> str:
+    """A short name of the data the arguments select: the Hub dataset, the image folder's name, or the digits."""
+    if data_args.dataset_name:
+        return data_args.dataset_name
+    return Path(data_args.train_data_dir).name if data_args.train_data_dir else "sklearn-digits"
+
+
+def stats_dataset(name: str, images: torch.Tensor) -> str:
+    """The dataset part of a statistics cache key: `name`, the channel count and a hash of the decoded images,
+    so that another crop, split file, colour mode or dataset version never reuses the wrong statistics."""
+    digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
+    return f"{name}-{images.shape[1]}ch-{digest}"
+
+
+def on_main_process(make: Callable[[], T]) -> T | None:
+    """`make()` on the main process (None elsewhere); if it raises there, every process raises, so none is
+    left waiting in a collective call for a process that has stopped."""
+    state = PartialState()
+    result, error = None, None
+    if state.is_main_process:
+        try:
+            result = make()
+        except Exception as err:  # re-raised below on the main process, as a RuntimeError elsewhere
+            error = err
+    if state.num_processes > 1:
+        (message,) = broadcast_object_list([None if error is None else f"{type(error).__name__}: {error}"])
+        if message is not None and error is None:
+            raise RuntimeError(f"The main process failed: {message}")
+    if error is not None:
+        raise error
+    return result

@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,19 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from .data import load_image_data
-from .evaluation import BoundResult, bound_entry, evaluate_bound, fid_entry, generate
+from .evaluation import (
+    BoundResult,
+    bound_entry,
+    dataset_id,
+    evaluate_bound,
+    fid_entry,
+    generate,
+    on_main_process,
+    stats_dataset,
+)
+from .hub import source_file
 from .metrics import ImageQualityMetrics, build_feature_space
-from .model_card import EVAL_RESULTS_FILE, write_model_card
+from .model_card import EVAL_RESULTS_FILE, TRAINING_RUN_FILE, merge_results, read_json, write_model_card
 from .pipeline_ddpm import DDPMPipeline
 from .plots import FIGURES_EXTRA, Line, Panel, can_plot, save_panels
 from .scheduling_ddpm_paper import VARIANCE_TYPES, PaperDDPMScheduler
@@ -40,9 +51,13 @@ class EvaluationArguments:
     split: str = field(
         default="test",
         metadata={
-            "help": "test: the held-out images (the dataset's test split, --eval_data_dir, or the trainer's fixed "
-            "10%); train: the training images."
+            "help": "The images the bound is scored on. test: the held-out images (the dataset's test split, "
+            "--eval_data_dir, or the trainer's fixed 10%); train: the training images."
         },
+    )
+    fid_split: str = field(
+        default="train",
+        metadata={"help": "The images samples are compared with: train (the paper's FID, Sec. 4.1) or test."},
     )
     metrics: str = field(
         default="bpd,fid", metadata={"help": "Comma-separated: bpd (the bound), fid (FID, KID and, for Inception, IS)."}
@@ -92,6 +107,30 @@ def _list(value: str | None, name: str, allowed: tuple[str, ...] | None = None) 
     return items
 
 
+# The data arguments that choose which images, and how they are cut; taken from the model's own training run
+# when none is given.
+DATA_CHOICE = (
+    "dataset_name",
+    "dataset_config_name",
+    "train_data_dir",
+    "eval_data_dir",
+    "image_column",
+    "eval_split_fraction",
+    "max_train_samples",
+    "center_crop",
+)
+
+
+def data_of_run(model: str, revision: str | None, data_args: DataArguments, given: Collection[str]) -> DataArguments:
+    """`data_args`, with the data the model was trained on (its `training_run.json`, in its folder or repo) in
+    place of the defaults, unless some data flag was given."""
+    if any(name in given for name in DATA_CHOICE):
+        return data_args
+    record = read_json(path) if (path := source_file(model, TRAINING_RUN_FILE, revision=revision)) else None
+    trained = (record or {}).get("args") or {}
+    return replace(data_args, **{name: trained[name] for name in DATA_CHOICE if name in trained})
+
+
 @dataclass
 class Setting:
     variance_type: str
@@ -102,14 +141,16 @@ class DDPMEvaluator:
     """Checks every argument, loads the model, data and feature network (all before any sampling); `run()`
     evaluates and writes the outputs from the main process."""
 
-    def __init__(self, args: EvaluationArguments, data_args: DataArguments, resolution_given: bool = False):
+    def __init__(self, args: EvaluationArguments, data_args: DataArguments, given: Collection[str] = ()):
+        """`given`: the data flags given on the command line (the others default to the model's training data)."""
         # cpu=True without an accelerator, so `accelerate launch --multi_gpu` processes form a gloo group.
         self.args, self.state = args, PartialState(cpu=not torch.accelerator.is_available())
         self.metrics = _list(args.metrics, "metrics", METRICS)
         if not self.metrics:
             raise ValueError(f"--metrics needs one or more of {', '.join(METRICS)}.")
-        if args.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
+        for name in ("split", "fid_split"):
+            if getattr(args, name) not in SPLITS:
+                raise ValueError(f"--{name} must be one of {', '.join(SPLITS)}, got {getattr(args, name)!r}.")
         if args.feature_space not in FEATURE_SPACES:
             raise ValueError(f"--feature_space must be one of {', '.join(FEATURE_SPACES)}, got {args.feature_space!r}.")
         for name in ("batch_size", "num_samples", "num_images"):
@@ -118,6 +159,10 @@ class DDPMEvaluator:
         local = Path(args.model).is_dir()
         if args.update_model_card and not local:
             raise ValueError(f"--update_model_card writes into the model folder; {args.model} is not a local folder.")
+        if args.update_model_card and any(Path(args.model, f).is_symlink() for f in ("README.md", EVAL_RESULTS_FILE)):
+            raise ValueError(
+                f"--update_model_card: {args.model} is a Hub cache snapshot (its files are links); copy it."
+            )
 
         with self.state.main_process_first():  # one download into the cache
             self.pipeline = DDPMPipeline.from_pretrained(args.model, revision=args.revision).to(self.state.device)
@@ -133,25 +178,25 @@ class DDPMEvaluator:
         self.settings = [Setting(v, s) for v in variances for s in steps]
 
         resolution = unet.config.sample_size
-        if resolution_given and data_args.resolution != resolution:
+        data_args = data_of_run(args.model, args.revision, data_args, given)
+        if "resolution" in given and data_args.resolution != resolution:
             raise ValueError(f"--resolution {data_args.resolution}: the model makes {resolution}x{resolution} images.")
         data_args.resolution = resolution
         with self.state.main_process_first():
             data = load_image_data(data_args, channels=unet.config.in_channels)
-        self.images = data.eval if args.split == "test" else data.train
-        if args.num_images is not None:
-            self.images = self.images[: args.num_images]
-        if len(self.images) == 0:
-            raise ValueError(f"The {args.split} split of {data.source} is empty.")
-        self.dataset = data_args.dataset_name or (
-            Path(data_args.train_data_dir).name if data_args.train_data_dir else "sklearn-digits"
-        )
-        self.source = data.source
+        splits = {"test": data.eval, "train": data.train}
+        self.images, self.fid_images = splits[args.split][: args.num_images], splits[args.fid_split]
+        for name, images in ((args.split, self.images), (args.fid_split, self.fid_images)):
+            if len(images) < 2:
+                raise ValueError(f"The {name} split of {data.source} has fewer than 2 images.")
+        self.dataset, self.source = dataset_id(data_args), data.source
 
-        self.quality = None
-        if "fid" in self.metrics and self.state.is_main_process:
+        def feature_metrics() -> ImageQualityMetrics:
             space = build_feature_space(args.feature_space, args.inception_weights, device=self.state.device)
-            self.quality = ImageQualityMetrics(space, batch_size=args.batch_size, seed=args.seed)
+            return ImageQualityMetrics(space, batch_size=args.batch_size, seed=args.seed)
+
+        # Only the main process scores; a failure there (no Inception weights) stops every process now.
+        self.quality = on_main_process(feature_metrics) if "fid" in self.metrics else None
         self.output_dir = Path(args.output_dir or f"eval-{Path(args.model).name}")
 
     def run(self) -> dict[str, Any]:
@@ -178,7 +223,7 @@ class DDPMEvaluator:
             report["quality"] = self._quality()
             for row in report["quality"]:
                 how = f"{row['num_samples']} samples, {row['num_inference_steps']} steps, {row['variance_type']}"
-                entries.append(fid_entry(row["fid"], row["feature_space"], how, self.dataset, args.split))
+                entries.append(fid_entry(row["fid"], row["feature_space"], how, self.dataset, args.fid_split))
         report["results"] = entries
         if self.state.is_main_process:
             self._write(report)
@@ -189,13 +234,13 @@ class DDPMEvaluator:
     def _quality(self) -> list[dict[str, Any]]:
         args = self.args
         if self.quality is not None:
-            dataset_images = self.images
+            real = self.fid_images
             self.quality.add_real_cached(
-                self.dataset,
-                args.split,
+                stats_dataset(self.dataset, real),
+                args.fid_split,
                 self.pipeline.unet.config.sample_size,
-                len(dataset_images),
-                lambda: dataset_images.split(args.batch_size),
+                len(real),
+                lambda: real.split(args.batch_size),
                 args.stats_cache_dir,
             )
         rows = []
@@ -235,8 +280,11 @@ class DDPMEvaluator:
             _plot(rows, self.output_dir / "quality_vs_steps.png")
         if self.args.update_model_card:
             folder = Path(self.args.model)
-            (folder / EVAL_RESULTS_FILE).write_text(json.dumps({"results": report["results"]}, indent=2))
-            write_model_card(folder, self.pipeline, str(folder))
+            earlier = (read_json(folder / EVAL_RESULTS_FILE) or {}).get("results") or []
+            results = merge_results(earlier, report["results"])
+            (folder / EVAL_RESULTS_FILE).write_text(json.dumps({"results": results}, indent=2))
+            repo_id = ((read_json(folder / TRAINING_RUN_FILE) or {}).get("run") or {}).get("repo_id")
+            write_model_card(folder, self.pipeline, repo_id or str(folder))
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:

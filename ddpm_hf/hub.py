@@ -9,6 +9,7 @@ rewrites files under it. A failed push leaves the folder as it was and says how 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from huggingface_hub import CommitInfo, HfApi, constants, get_token
+from huggingface_hub import CommitInfo, HfApi, constants, get_token, hf_hub_download
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -29,11 +30,24 @@ from .model_card import EVAL_RESULTS_FILE, SAMPLES_FILE, TRAIN_ARGS_FILE, TRAINI
 if TYPE_CHECKING:
     from .pipeline_ddpm import DDPMPipeline
 
+logger = logging.getLogger(__name__)
+
 PUSH_LATER = "python train_scripts/push_to_hub.py --output_dir {folder} --hub_model_id {repo_id}"
 SNAPSHOT_PREFIX = ".hub-push-"
 WRITE_ONCE = "checkpoints"
+RUN_FILES = (TRAINING_RUN_FILE, EVAL_RESULTS_FILE, TRAIN_ARGS_FILE, SAMPLES_FILE)
+PUBLISHED = [
+    "model_index.json",
+    "unet/*",
+    "scheduler/*",
+    "README.md",
+    SAMPLES_FILE,
+    TRAIN_ARGS_FILE,
+    TRAINING_RUN_FILE,
+    EVAL_RESULTS_FILE,
+]
 # Never uploaded: what interrupted checkpoint saves leave behind, and the snapshots of background pushes.
-UNFINISHED = ["checkpoints/.tmp-checkpoint-*", "checkpoints/.old-checkpoint-*", f"{SNAPSHOT_PREFIX}*"]
+NEVER = ["checkpoints/.tmp-checkpoint-*/**", "checkpoints/.old-checkpoint-*/**", f"{SNAPSHOT_PREFIX}*/**"]
 
 
 class HubPushError(RuntimeError):
@@ -67,14 +81,19 @@ def missing_on_hub(name_or_path: str, revision: str | None = None, token: str | 
     return None
 
 
-def ignore_patterns(checkpoints: bool = False, logs: bool = False, logging_dir: str = "logs") -> list[str]:
-    """The `upload_folder` ignore patterns of an output folder: checkpoints and logs unless asked for."""
-    patterns = [f"{p}/**" for p in UNFINISHED]
-    if not checkpoints:
-        patterns.append("checkpoints/**")
-    if not logs:
-        patterns.append(f"{logging_dir.strip('/')}/**")
-    return patterns
+def upload_patterns(checkpoints: bool = False, logs: bool = False, logging_dir: str = "logs") -> list[str]:
+    """What of an output folder is uploaded (`allow_patterns`): the pipeline, card, sample grid and run records;
+    the checkpoints and the tracker logs when asked. Nothing else in the folder goes up."""
+    return [
+        *PUBLISHED,
+        *(["checkpoints/**"] if checkpoints else []),
+        *([f"{logging_dir.strip('/')}/**"] if logs else []),
+    ]
+
+
+def _uploaded(relative: str, allow: Iterable[str]) -> bool:
+    """Whether `upload_folder(allow_patterns=allow, ignore_patterns=NEVER)` uploads the file at `relative`."""
+    return any(fnmatch(relative, p) for p in allow) and not any(fnmatch(relative, p) for p in NEVER)
 
 
 class HubPublisher:
@@ -94,7 +113,7 @@ class HubPublisher:
                 f"No Hub token to push {repo_id}: pass --hub_token (or token=), set HF_TOKEN, or run `hf auth login`."
             )
         self.api = HfApi(token=token)
-        self._pending: list[tuple[Future, Path]] = []
+        self._pending: list[Future] = []
         self.repo_id = repo_id
         try:
             self.repo_id = self.api.create_repo(repo_id, private=private, exist_ok=True).repo_id
@@ -109,23 +128,25 @@ class HubPublisher:
         self,
         folder: Path,
         commit_message: str,
-        ignore: Iterable[str] = (),
+        allow: Iterable[str] = tuple(PUBLISHED),
         retry_hint: str | None = None,
         create_pr: bool = False,
     ) -> CommitInfo:
-        """Upload `folder` (but the `ignore` patterns) as one commit; waits for earlier background pushes first.
+        """Upload the `allow` patterns of `folder` as one commit; waits for earlier background pushes first.
 
         Raises:
             HubPushError: after the client's own retries, ending with `retry_hint`; by default, that the
                 folder is unchanged and the command that pushes it later.
         """
-        self.wait()
+        for error in self.wait():
+            logger.warning(f"A background push to {self.url} failed ({error}); this push uploads everything again.")
         try:
             return self.api.upload_folder(
                 repo_id=self.repo_id,
                 folder_path=folder,
                 commit_message=commit_message,
-                ignore_patterns=list(ignore),
+                allow_patterns=list(allow),
+                ignore_patterns=NEVER,
                 create_pr=create_pr,
             )
         except Exception as err:  # see __init__
@@ -134,22 +155,20 @@ class HubPublisher:
                 retry_hint = f"{folder} is complete and unchanged; push it later with:\n    {later}"
             raise HubPushError(f"Pushing {folder} to {self.url} failed: {err}\n{retry_hint}") from err
 
-    def push_in_background(self, folder: Path, commit_message: str, ignore: Iterable[str] = ()) -> Future:
-        """Upload a snapshot of `folder` taken now, in huggingface_hub's background worker; `wait()` collects it."""
-        snapshot = make_snapshot(folder, ignore)
+    def push_in_background(self, folder: Path, commit_message: str, allow: Iterable[str] = tuple(PUBLISHED)) -> Future:
+        """Upload a snapshot of `folder` taken now, in huggingface_hub's background worker. The snapshot is
+        deleted as soon as its upload ends; `wait()` collects the outcomes."""
+        snapshot = make_snapshot(folder, allow)
         future = self.api.upload_folder(
             repo_id=self.repo_id, folder_path=snapshot, commit_message=commit_message, run_as_future=True
         )
-        self._pending.append((future, snapshot))
+        future.add_done_callback(lambda _: shutil.rmtree(snapshot, ignore_errors=True))
+        self._pending.append(future)
         return future
 
     def wait(self) -> list[BaseException]:
         """Wait for the background pushes; returns their errors (the next push uploads everything again)."""
-        errors = []
-        for future, snapshot in self._pending:
-            if (error := future.exception()) is not None:
-                errors.append(error)
-            shutil.rmtree(snapshot, ignore_errors=True)
+        errors = [error for future in self._pending if (error := future.exception()) is not None]
         self._pending.clear()
         return errors
 
@@ -169,20 +188,19 @@ def push_pipeline(
 ) -> CommitInfo:
     """`DDPMPipeline.push_to_hub`: the pipeline, its card and a sample grid, as one commit.
 
-    When the pipeline was loaded from a folder the trainer wrote, that folder's run record, measurements and
-    sample grid go up with it and fill the card; otherwise `num_sample_images` samples (seeded by `seed`,
-    full chain) make the grid, or none when 0.
+    When the pipeline was loaded from a folder the trainer wrote, or from a repo pushed from one, its run
+    record, measurements and sample grid go up with it and fill the card; otherwise `num_sample_images`
+    samples (seeded by `seed`, full chain) make the grid, or none when 0.
     """
     if num_sample_images < 0:
         raise ValueError(f"num_sample_images must be >= 0, got {num_sample_images}.")
     publisher = HubPublisher(repo_id, token, private)
-    source = Path(pipeline.name_or_path or "")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         pipeline.save_pretrained(folder, **save_kwargs)
-        for name in (TRAINING_RUN_FILE, EVAL_RESULTS_FILE, TRAIN_ARGS_FILE, SAMPLES_FILE):
-            if pipeline.name_or_path and (source / name).is_file():
-                shutil.copy2(source / name, folder / name)
+        for name in RUN_FILES:
+            if (found := source_file(pipeline.name_or_path, name, token)) is not None:
+                shutil.copy2(found, folder / name)
         if num_sample_images and not (folder / SAMPLES_FILE).is_file():
             generator = torch.Generator(pipeline.device).manual_seed(seed)
             make_grid(pipeline(batch_size=num_sample_images, generator=generator).images).save(folder / SAMPLES_FILE)
@@ -195,21 +213,36 @@ def push_pipeline(
         )
 
 
-def make_snapshot(folder: Path, ignore: Iterable[str] = ()) -> Path:
-    """A hidden folder inside `folder` holding its files but the `ignore` patterns as they are now, whatever
-    happens to `folder` next. The caller deletes it.
+def source_file(
+    name_or_path: str | None, name: str, token: str | None = None, revision: str | None = None
+) -> Path | None:
+    """`name` beside a pipeline loaded from `name_or_path`: in the folder, or in the Hub repo (its cached copy)."""
+    if not name_or_path:
+        return None
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path, name) if Path(name_or_path, name).is_file() else None
+    try:
+        return Path(hf_hub_download(name_or_path, name, token=token, revision=revision))
+    except Exception:  # absent from the repo, or the Hub unreachable: the card goes without it
+        return None
+
+
+def make_snapshot(folder: Path, allow: Iterable[str] = tuple(PUBLISHED)) -> Path:
+    """A hidden folder inside `folder` holding the files that `allow` uploads, as they are now, whatever
+    happens to `folder` next. The caller deletes it (`remove_snapshots` clears what a crash left).
 
     The pipeline files are rewritten in place at each save, so they are copied; finished checkpoints are
     never rewritten, only deleted, so they are hard-linked (the snapshot sits inside `folder` to be on its
     file system), which keeps a snapshot of many gigabytes of checkpoints free.
     """
-    ignore = [*ignore, *(f"{p}/**" for p in UNFINISHED)]
+    allow = list(allow)
     snapshot = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX, dir=folder))
-    for root, _, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(SNAPSHOT_PREFIX)]
         for name in files:
             path = Path(root) / name
             relative = path.relative_to(folder).as_posix()
-            if any(fnmatch(relative, pattern) for pattern in ignore):
+            if not _uploaded(relative, allow):
                 continue
             target = snapshot / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -219,3 +252,9 @@ def make_snapshot(folder: Path, ignore: Iterable[str] = ()) -> Path:
                     continue
             shutil.copy2(path, target)
     return snapshot
+
+
+def remove_snapshots(folder: Path) -> None:
+    """Delete the snapshots that background pushes interrupted by a crash left in `folder`."""
+    for path in Path(folder).glob(f"{SNAPSHOT_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)

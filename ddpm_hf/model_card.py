@@ -50,11 +50,13 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
         license: the weights' licence; default: the one the run recorded, else none.
 
     A measurement is a dict with `metric` (`bits_per_dim`, `fid`, ...), `name` (what exactly was measured),
-    `value`, `dataset`, `split` and optional `stderr`; each becomes a `model-index` entry.
+    `value`, `dataset`, `split` and optional `stderr`; each becomes a `model-index` entry. The evaluation's
+    measurements come after the trainer's, replacing those of the same name.
     """
     folder = Path(folder)
     run = read_json(folder / TRAINING_RUN_FILE)
-    results = (read_json(folder / EVAL_RESULTS_FILE) or {}).get("results") or (run or {}).get("results") or []
+    evaluated = (read_json(folder / EVAL_RESULTS_FILE) or {}).get("results") or []
+    results = merge_results((run or {}).get("results") or [], evaluated)
     args = (run or {}).get("args", {})
     dataset = (run or {}).get("run", {}).get("dataset")
     license = license or args.get("model_license")
@@ -79,6 +81,7 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
         num_parameters=sum(p.numel() for p in unet.parameters()),
         scheduler=dict(scheduler.config),
         has_samples=(folder / SAMPLES_FILE).is_file(),
+        sample_steps=(run or {}).get("run", {}).get("sample_steps") or scheduler.config.num_train_timesteps,
         dataset=dataset,
         args=args,
         run=(run or {}).get("run"),
@@ -91,6 +94,12 @@ def write_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, li
     card = render_model_card(folder, pipeline, repo_or_path, license)
     card.save(Path(folder) / "README.md")
     return card
+
+
+def merge_results(older: list[dict[str, Any]], newer: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`older` measurements but those `newer` measures again (the same name), then `newer`."""
+    names = {result["name"] for result in newer}
+    return [result for result in older if result["name"] not in names] + newer
 
 
 def _eval_result(result: dict[str, Any]) -> EvalResult:

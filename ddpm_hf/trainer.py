@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -31,15 +32,15 @@ from tqdm.auto import tqdm
 
 from . import checkpoints
 from .data import StepSampler, load_image_data, step_generator, to_model_range
-from .evaluation import BoundResult, bound_entry, fid_entry, generate
-from .hub import HubPublisher, HubPushError, ignore_patterns
+from .evaluation import BoundResult, bound_entry, dataset_id, fid_entry, generate, on_main_process, stats_dataset
+from .hub import HubPublisher, remove_snapshots, upload_patterns
 from .images import make_grid
 from .likelihood import bits_per_dim
 from .metrics import ImageQualityMetrics, build_feature_space
 from .model_card import SAMPLES_FILE, TRAIN_ARGS_FILE, TRAINING_RUN_FILE, write_model_card
 from .pipeline_ddpm import DDPMPipeline
 from .scheduling_ddpm_paper import PaperDDPMScheduler
-from .training_args import DDPMTrainArguments, TrainingArguments, check_train_args
+from .training_args import DDPMTrainArguments, TrainingArguments, check_train_args, scrub_secrets
 from .unets import training_unet_config
 
 logger = get_logger(__name__)
@@ -93,13 +94,16 @@ class DDPMTrainer:
                 "The held-out set has fewer than 2 images; give --eval_data_dir or set --eval_steps and "
                 "--eval_fid_steps to 0."
             )
+
         # The feature network is built now, so missing Inception weights stop the run before training.
-        self.quality = None
-        if train_args.eval_fid_steps and accelerator.is_main_process:
+        def feature_metrics() -> ImageQualityMetrics:
             space = build_feature_space(
                 train_args.eval_feature_space, train_args.inception_weights, device=accelerator.device
             )
-            self.quality = ImageQualityMetrics(space, batch_size=train_args.eval_batch_size, seed=train_args.seed)
+            return ImageQualityMetrics(space, batch_size=train_args.eval_batch_size, seed=train_args.seed)
+
+        # Only the main process scores; a failure there (no Inception weights) stops every process now.
+        self.quality = on_main_process(feature_metrics) if train_args.eval_fid_steps else None
         on_device = self.data.train.numel() <= MAX_DEVICE_DATA_BYTES
         self.images = self.data.train.to(accelerator.device) if on_device else self.data.train
         self.sampler = StepSampler(
@@ -181,22 +185,13 @@ class DDPMTrainer:
         return path
 
     def _publisher(self) -> HubPublisher | None:
-        """With --push_to_hub, the repo is created now: a bad token or an unreachable Hub fails before training."""
+        """With --push_to_hub, the repo is created now (main process): a bad token or an unreachable Hub fails
+        on every process before training."""
         hub = self.args.hub
         if not hub.push_to_hub:
             return None
-        publisher, error = None, None
-        if self.accelerator.is_main_process:
-            try:
-                publisher = HubPublisher(
-                    hub.hub_model_id or self.output_dir.resolve().name, hub.hub_token, hub.hub_private_repo
-                )
-            except HubPushError as err:
-                error = str(err)
-        (error,) = broadcast_object_list([error])
-        if error is not None:
-            raise HubPushError(error)
-        return publisher
+        repo_id = hub.hub_model_id or self.output_dir.resolve().name
+        return on_main_process(lambda: HubPublisher(repo_id, hub.hub_token, hub.hub_private_repo))
 
     def _run_state(self) -> dict:
         return {
@@ -243,7 +238,9 @@ class DDPMTrainer:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_unfinished(self.checkpoint_root)
+            remove_snapshots(self.output_dir)
             (self.output_dir / TRAIN_ARGS_FILE).write_text(json.dumps(self.args.to_dict(), indent=2))
+        scrub_secrets(sys.argv)  # before a tracker records the command line
         if train_args.logger != "none":
             accelerator.init_trackers("ddpm", config=_scalar_config(self.args.to_dict()))
 
@@ -398,7 +395,7 @@ class DDPMTrainer:
         weights = "EMA weights" if self.ema is not None else "weights"
         note = f"; {weights} of step {self.global_step}"
         self.results["bits_per_dim"] = bound_entry(
-            result, len(self.scheduler), len(x0), self._dataset_id(), "held-out", note
+            result, len(self.scheduler), len(x0), dataset_id(self.args.data), "held-out", note
         )
 
     def _evaluate_fid(self) -> None:
@@ -417,7 +414,7 @@ class DDPMTrainer:
         if self.quality.num_real == 0:
             held_out = self.data.eval
             self.quality.add_real_cached(
-                self._dataset_id(),
+                stats_dataset(dataset_id(self.args.data), held_out),
                 "held-out",
                 self.args.data.resolution,
                 len(held_out),
@@ -431,7 +428,7 @@ class DDPMTrainer:
         self.accelerator.log(logs, step=self.global_step)
         steps = self.args.model.ddpm_num_inference_steps or len(self.scheduler)
         how = f"{len(samples)} samples, {steps} steps, step {self.global_step}"
-        self.results["fid"] = fid_entry(scores["fid"], space, how, self._dataset_id(), "held-out")
+        self.results["fid"] = fid_entry(scores["fid"], space, how, dataset_id(self.args.data), "held-out")
 
     def _save_pipeline(self, final: bool) -> None:
         """The EMA pipeline (safetensors), a sample grid, the run's record and the model card in `output_dir`,
@@ -454,24 +451,16 @@ class DDPMTrainer:
         """Upload the output folder: at the end, waiting and raising on failure (the folder stays complete);
         during training, in the background, a failure only warned about (the final push uploads all again)."""
         hub, publisher = self.args.hub, self.publisher
-        ignore = ignore_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, self.args.train.logging_dir)
+        allow = upload_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, self.args.train.logging_dir)
         message = f"{'End of training' if final else 'Training in progress'}, step {self.global_step}"
         if final:
-            for error in publisher.wait():
-                logger.warning(f"A background push failed ({error}); the final push uploads everything.")
-            commit = publisher.push(self.output_dir, message, ignore)
+            commit = publisher.push(self.output_dir, message, allow)
             logger.info(f"Pushed {self.output_dir} to {commit.commit_url}")
         else:
-            publisher.push_in_background(self.output_dir, message, ignore)
+            publisher.push_in_background(self.output_dir, message, allow)
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._clock
-
-    def _dataset_id(self) -> str:
-        data = self.args.data
-        if data.dataset_name:
-            return data.dataset_name
-        return Path(data.train_data_dir).name if data.train_data_dir else "sklearn-digits"
 
     def _run_facts(self) -> dict:
         accelerator, device = self.accelerator, self.accelerator.device
@@ -479,7 +468,7 @@ class DDPMTrainer:
         seconds = self._elapsed()
         return {
             "dataset": self.data.source,
-            "dataset_id": self._dataset_id(),
+            "dataset_id": dataset_id(self.args.data),
             "num_train_images": len(self.data.train),
             "num_eval_images": len(self.data.eval),
             "channels": self.sample_unet.config.in_channels,
@@ -492,6 +481,8 @@ class DDPMTrainer:
             "precision": accelerator.mixed_precision,
             "hardware": f"{accelerator.num_processes} x {device.type} ({device_name})",
             "dropout": self.sample_unet.config.dropout,
+            "repo_id": self.publisher.repo_id if self.publisher is not None else None,
+            "sample_steps": self.args.model.ddpm_num_inference_steps or len(self.scheduler),
             "train_seconds": seconds,
             "training_time": _duration(seconds),
         }

@@ -283,6 +283,18 @@ class DDPMTrainArguments:
 ARGUMENT_GROUPS = (DataArguments, ModelArguments, TrainingArguments, HubArguments)
 
 
+def scrub_secrets(argv: list[str]) -> None:
+    """Replace, in place, the values of the secret arguments in a command line (trackers such as wandb record
+    `sys.argv`); the run keeps its parsed copy."""
+    for i, token in enumerate(argv):
+        name, equals, _ = token.partition("=")
+        if name.lstrip("-").replace("-", "_") in SECRET_ARGUMENTS:
+            if equals:
+                argv[i] = f"{name}=***"
+            elif i + 1 < len(argv):
+                argv[i + 1] = "***"
+
+
 def _field_names() -> set[str]:
     return {f.name for cls in ARGUMENT_GROUPS for f in dataclasses.fields(cls)}
 

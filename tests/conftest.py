@@ -2,10 +2,15 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Caches (Hub downloads, dataset feature statistics, Inception weights) of this run only: nothing the user
+# has cached changes what the tests see, and the tests write nothing into the user's caches.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ddpm_hf-tests-hf-")
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="ddpm_hf-tests-torch-")
 
 import pytest
 import torch

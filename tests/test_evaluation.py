@@ -2,6 +2,7 @@
 against two, the JSON and card outputs, and the errors before any work."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from ddpm_hf.evaluator import DDPMEvaluator, EvaluationArguments
 from ddpm_hf.training_args import DataArguments
 
 ROOT = Path(__file__).resolve().parents[1]
+# A measurement recorded before, of another kind and split than the test's (it must survive the update).
+EARLIER = {"metric": "fid", "name": "FID earlier", "value": 3.0, "dataset": "sklearn-digits", "split": "train"}
 SCRIPT = ROOT / "train_scripts" / "evaluate_ddpm.py"
 
 
@@ -95,8 +98,10 @@ def test_two_processes_give_the_numbers_of_one(model_dir, tmp_path, accelerate_l
 
 
 def test_results_update_the_model_card(model_dir, tmp_path):
+    folder = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    (folder / "eval_results.json").write_text(json.dumps({"results": [EARLIER]}))
     args = EvaluationArguments(
-        model=str(model_dir),
+        model=str(folder),
         metrics="bpd",
         num_images=4,
         bpd_num_timesteps=5,
@@ -104,8 +109,9 @@ def test_results_update_the_model_card(model_dir, tmp_path):
         update_model_card=True,
     )
     report = DDPMEvaluator(args, DataArguments()).run()
-    header = yaml.safe_load((model_dir / "README.md").read_text().split("---")[1])
-    (metric,) = header["model-index"][0]["results"][0]["metrics"]
+    header = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+    kept, (metric,) = (result["metrics"] for result in header["model-index"][0]["results"])
+    assert kept == [{"type": "fid", "value": 3.0, "name": "FID earlier"}]  # an earlier measurement stays
     assert metric["type"] == "bits_per_dim" and metric["value"] == pytest.approx(report["bound"]["bpd"])
     assert "strided estimate over 5 of 20 timesteps; 4 test images" in metric["name"]
     saved = json.loads((tmp_path / "e" / "results.json").read_text())
@@ -132,7 +138,16 @@ def test_bad_arguments_are_named(model_dir, changes, message):
 
 def test_a_resolution_other_than_the_models_is_refused(model_dir):
     with pytest.raises(ValueError, match="--resolution 16: the model makes 8x8 images"):
-        DDPMEvaluator(EvaluationArguments(model=str(model_dir)), DataArguments(resolution=16), resolution_given=True)
+        DDPMEvaluator(EvaluationArguments(model=str(model_dir)), DataArguments(resolution=16), given={"resolution"})
+
+
+def test_update_model_card_refuses_a_hub_cache_snapshot(model_dir, tmp_path):
+    folder = Path(shutil.copytree(model_dir, tmp_path / "snapshot"))
+    (tmp_path / "blob").write_text("card")
+    (folder / "README.md").symlink_to(tmp_path / "blob")
+    with pytest.raises(ValueError, match="is a Hub cache snapshot"):
+        DDPMEvaluator(EvaluationArguments(model=str(folder), update_model_card=True), DataArguments())
+    assert (tmp_path / "blob").read_text() == "card"
 
 
 def test_missing_inception_weights_are_reported_before_sampling(model_dir, monkeypatch, tmp_path):
@@ -142,3 +157,12 @@ def test_missing_inception_weights_are_reported_before_sampling(model_dir, monke
     with pytest.raises(FileNotFoundError, match="--inception_weights PATH") as error:
         DDPMEvaluator(EvaluationArguments(model=str(model_dir), metrics="fid"), DataArguments()).run()
     assert "pt_inception-2015-12-05-6726825d.pth" in str(error.value) and calls == []
+
+
+def test_the_data_default_to_the_models_training_data(model_dir, tmp_path):
+    folder = Path(shutil.copytree(model_dir, tmp_path / "trained"))
+    (folder / "training_run.json").write_text(json.dumps({"args": {"max_train_samples": 100, "seed": 3}}))
+    args = EvaluationArguments(model=str(folder), metrics="fid", feature_space="random")
+    assert len(DDPMEvaluator(args, DataArguments()).fid_images) == 100
+    given = DDPMEvaluator(args, DataArguments(max_train_samples=50), given={"max_train_samples"})
+    assert len(given.fid_images) == 50

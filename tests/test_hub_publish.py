@@ -9,9 +9,9 @@ import yaml
 from huggingface_hub import ModelCard
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler
-from ddpm_hf.hub import HubPublisher, HubPushError, check_repo_id, ignore_patterns, make_snapshot
+from ddpm_hf.hub import HubPublisher, HubPushError, check_repo_id, make_snapshot, remove_snapshots, upload_patterns
 from ddpm_hf.model_card import EVAL_RESULTS_FILE, TRAINING_RUN_FILE, write_model_card
-from ddpm_hf.training_args import check_train_args, parse_train_args
+from ddpm_hf.training_args import check_train_args, parse_train_args, scrub_secrets
 
 # What a push uploads from a training output folder.
 PIPELINE_FILES = {
@@ -29,11 +29,13 @@ OUTPUT_FILES = [
     "logs/ddpm/events.out.tfevents.1",
     "checkpoints/checkpoint-4/model.safetensors",
     "checkpoints/.tmp-checkpoint-6/model.safetensors",
+    "samples/step-500.png",
+    "notes/private.txt",
 ]
 
 
-def _ignored(path: str, patterns: list[str]) -> bool:
-    return any(fnmatch(path, p) for p in patterns)
+def _allowed(path: str, patterns: list[str]) -> bool:
+    return any(fnmatch(path, p) for p in patterns) and ".tmp-checkpoint-" not in path
 
 
 def _output_folder(root):
@@ -43,9 +45,9 @@ def _output_folder(root):
     return root
 
 
-def test_ignore_patterns_keep_checkpoints_and_logs_local_unless_asked():
+def test_only_the_pipeline_and_its_records_are_uploaded_unless_asked():
     def uploaded(**kwargs):
-        return {p for p in OUTPUT_FILES if not _ignored(p, ignore_patterns(**kwargs))}
+        return {p for p in OUTPUT_FILES if _allowed(p, upload_patterns(**kwargs))}
 
     assert uploaded() == PIPELINE_FILES
     assert uploaded(checkpoints=True) == PIPELINE_FILES | {"checkpoints/checkpoint-4/model.safetensors"}
@@ -55,15 +57,17 @@ def test_ignore_patterns_keep_checkpoints_and_logs_local_unless_asked():
 
 def test_snapshot_copies_rewritten_files_and_links_finished_checkpoints(tmp_path):
     folder = _output_folder(tmp_path / "out")
-    snapshot = make_snapshot(folder, ignore_patterns(checkpoints=True))
+    snapshot = make_snapshot(folder, upload_patterns(checkpoints=True))
     taken = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-    assert taken == sorted(p for p in OUTPUT_FILES if "logs/" not in p and ".tmp-" not in p)
+    assert taken == sorted([*PIPELINE_FILES, "checkpoints/checkpoint-4/model.safetensors"])
     weights = "unet/diffusion_pytorch_model.safetensors"
     (folder / weights).write_text("rewritten in place by the next save")
     assert (snapshot / weights).read_text() == weights
     checkpoint = "checkpoints/checkpoint-4/model.safetensors"
     assert os.path.samefile(snapshot / checkpoint, folder / checkpoint)
     assert not any(p.name.startswith(".hub-push-") for p in make_snapshot(folder).iterdir())
+    remove_snapshots(folder)
+    assert not list(folder.glob(".hub-push-*"))
 
 
 @pytest.mark.parametrize("repo_id", ["a/b/c", "bad--name", "-lead", "x.git"])
@@ -92,6 +96,12 @@ def test_no_token_fails_before_any_request(monkeypatch, tmp_path):
 def test_push_arguments_are_checked(flags, message):
     with pytest.raises(ValueError, match=message):
         check_train_args(parse_train_args(flags))
+
+
+def test_the_token_is_scrubbed_from_the_command_line_trackers_record():
+    argv = ["train_ddpm.py", "--hub_token", "hf_a", "--seed", "1", "--hub-token=hf_b", "--hub_model_id", "x"]
+    scrub_secrets(argv)
+    assert argv == ["train_ddpm.py", "--hub_token", "***", "--seed", "1", "--hub-token=***", "--hub_model_id", "x"]
 
 
 def test_the_token_is_not_in_the_arguments_that_are_written():
@@ -160,15 +170,16 @@ def test_card_header_and_body_carry_the_run(tmp_path, tiny_unet):
     assert "![samples]" not in text  # no samples.png in the folder
 
 
-def test_card_prefers_the_evaluation_results_and_takes_a_licence(tmp_path, tiny_unet):
+def test_card_adds_the_evaluation_results_and_takes_a_licence(tmp_path, tiny_unet):
     pipe = DDPMPipeline(tiny_unet, PaperDDPMScheduler(num_train_timesteps=50))
     (tmp_path / TRAINING_RUN_FILE).write_text(json.dumps(_record()))
     fid = {"metric": "fid", "name": "FID", "value": 7.5, "stderr": 0.25, "dataset": "digits", "split": "test"}
-    (tmp_path / EVAL_RESULTS_FILE).write_text(json.dumps({"results": [fid]}))
+    again = {**_record()["results"][0], "value": 1.5}  # the trainer's measurement, measured again
+    (tmp_path / EVAL_RESULTS_FILE).write_text(json.dumps({"results": [fid, again]}))
     (tmp_path / "samples.png").write_bytes(b"")
     card = write_model_card(tmp_path, pipe, str(tmp_path), license="mit")
     assert card.data.license == "mit"
-    assert [r.metric_type for r in card.data.eval_results] == ["fid"]
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("fid", 7.5), ("bits_per_dim", 1.5)]
     assert "| FID | 7.5 ± 0.25 | digits, test |" in card.text
     assert "![samples](samples.png)" in card.text
     assert "datasets" not in card.data.to_dict()

@@ -6,7 +6,8 @@
     accelerate launch --multi_gpu --num_processes 2 train_scripts/evaluate_ddpm.py --model me/ddpm-cifar10 \\
         --dataset_name uoft-cs/cifar10 --inception_weights pt_inception-2015-12-05-6726825d.pth
 
-The data flags are the trainer's (default: the embedded digits); images are read at the model's resolution.
+The data flags are the trainer's; without any, the data the model was trained on (its training_run.json), else
+the embedded digits. Images are read at the model's resolution.
 With several processes, images and samples are shared out and gathered: the numbers equal one process's.
 Writes results.json (and, for several settings, quality_vs_steps.csv / .png) to --output_dir; every flag is
 documented by --help, the work is done by `ddpm_hf.evaluator.DDPMEvaluator`.
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((EvaluationArguments, DataArguments), description=__doc__)
     args, data_args = parser.parse_args_into_dataclasses(args=argv)
-    resolution_given = any(a == "--resolution" or a.startswith("--resolution=") for a in argv)
-    evaluator = DDPMEvaluator(args, data_args, resolution_given)
+    given = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+    evaluator = DDPMEvaluator(args, data_args, given)
     report = evaluator.run()
     if evaluator.state.is_main_process:
         print(json.dumps({"bound": report.get("bound"), "quality": report.get("quality")}, indent=2))

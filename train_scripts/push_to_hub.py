@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline
-from ddpm_hf.hub import HubPublisher, ignore_patterns, make_snapshot
+from ddpm_hf.hub import HubPublisher, make_snapshot, upload_patterns
 from ddpm_hf.model_card import TRAINING_RUN_FILE, read_json, write_model_card
 from ddpm_hf.training_args import HubRepoArguments
 
@@ -36,13 +36,14 @@ def main(argv: list[str] | None = None) -> str:
     pipeline = None if args.keep_card else DDPMPipeline.from_pretrained(folder)
     logging_dir = ((read_json(folder / TRAINING_RUN_FILE) or {}).get("args") or {}).get("logging_dir", "logs")
     publisher = HubPublisher(hub.hub_model_id or folder.resolve().name, hub.hub_token, hub.hub_private_repo)
-    snapshot = make_snapshot(folder, ignore_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, logging_dir))
+    allow = upload_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, logging_dir)
+    snapshot = make_snapshot(folder, allow)
     try:
         if pipeline is not None:
             (snapshot / "README.md").unlink(missing_ok=True)
             write_model_card(snapshot, pipeline, publisher.repo_id, hub.model_license)
         commit = publisher.push(
-            snapshot, args.commit_message, retry_hint=f"{folder} is unchanged; run this command again."
+            snapshot, args.commit_message, allow, retry_hint=f"{folder} is unchanged; run this command again."
         )
     finally:
         shutil.rmtree(snapshot)
