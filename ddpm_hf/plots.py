@@ -39,12 +39,11 @@ def save_panels(panels: Sequence[Panel], path: str | Path) -> None:
     """
     if not can_plot():
         raise ImportError(f"Plots need matplotlib: {FIGURES_EXTRA}")
-    import matplotlib
+    # A Figure of its own, not pyplot's: no backend switch and no global state in the caller's session.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.2 * len(panels), 3.6))
+    axes = figure.subplots(1, len(panels), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for line in panel.lines:
             ax.errorbar(line.xs, line.ys, yerr=line.errors, label=line.label, marker="o" if len(line.xs) < 50 else None)
@@ -55,4 +54,3 @@ def save_panels(panels: Sequence[Panel], path: str | Path) -> None:
             ax.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)

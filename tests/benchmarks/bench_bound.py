@@ -22,29 +22,13 @@ the drift in speed between runs on a shared machine. Not a test: only ratios wit
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from timing import UNetClock, spread  # tests/benchmarks/timing.py, beside this script
 
 from ddpm_hf import PaperDDPMScheduler, bits_per_dim, build_unet
-
-
-class UNetClock:
-    """Wall time spent inside the UNet's forward calls (hooks on the module, the same for every run)."""
-
-    def __init__(self, unet: torch.nn.Module):
-        self.seconds = 0.0
-        self._start = 0.0
-        unet.register_forward_pre_hook(self._enter)
-        unet.register_forward_hook(self._exit)
-
-    def _enter(self, module: torch.nn.Module, args: tuple) -> None:
-        self._start = time.perf_counter()
-
-    def _exit(self, module: torch.nn.Module, args: tuple, output: object) -> None:
-        self.seconds += time.perf_counter() - self._start
 
 
 def runners(args: argparse.Namespace, unet: torch.nn.Module) -> dict[str, tuple[Callable[[], object], int]]:
@@ -73,10 +57,6 @@ def runners(args: argparse.Namespace, unet: torch.nn.Module) -> dict[str, tuple[
         "strided": (bound(strided), strided),
         "bare strided": (bare(strided), strided),
     }
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    return f"median {statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
 
 
 def main() -> None:

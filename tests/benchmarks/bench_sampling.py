@@ -26,13 +26,13 @@ time plus c's time outside the UNet (and likewise for b): the ratios above witho
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import diffusers
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from timing import UNetClock, spread  # tests/benchmarks/timing.py, beside this script
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 
@@ -72,26 +72,6 @@ def runners(ours: DDPMPipeline, stock: diffusers.DDPMPipeline, steps: int, batch
         return (x / 2 + 0.5).clamp(0, 1)
 
     return {"a": pipeline_a, "b": diffusers_b, "c": bare_c}
-
-
-class UNetClock:
-    """Wall time spent inside the UNet's forward calls (hooks on the module, the same for a, b and c)."""
-
-    def __init__(self, unet: torch.nn.Module):
-        self.seconds = 0.0
-        self._start = 0.0
-        unet.register_forward_pre_hook(self._enter)
-        unet.register_forward_hook(self._exit)
-
-    def _enter(self, module: torch.nn.Module, args: tuple) -> None:
-        self._start = time.perf_counter()
-
-    def _exit(self, module: torch.nn.Module, args: tuple, output: object) -> None:
-        self.seconds += time.perf_counter() - self._start
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    return f"median {statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
 
 
 def main() -> None:

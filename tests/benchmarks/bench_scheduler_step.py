@@ -19,12 +19,12 @@ with their median and min-max over repeats. Not a test: only ratios within one r
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import diffusers
 import torch
+from timing import spread  # tests/benchmarks/timing.py, beside this script
 
 from ddpm_hf import PaperDDPMScheduler, unet_config
 from ddpm_hf.scheduling_ddpm_paper import NoiseBuffer
@@ -60,10 +60,6 @@ def runners(steps: int, shape: tuple[int, ...], variance_type: str) -> dict[str,
         return x
 
     return {"diffusers": run_diffusers, "step": run_step, "plan": run_plan}
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    return f"median {statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
 
 
 def main() -> None:
