@@ -188,6 +188,9 @@ def test_pipeline_push_to_hub_from_python_writes_the_same_card(hub, pushed, tmp_
     assert not hub.repo_private("tester/digits-copy")
     card = files["README.md"].decode().replace("digits-copy", "digits")
     assert card == _uploaded(hub, "tester/digits")["README.md"].decode()
+    again = _uploaded(hub, "tester/digits-copy-again")
+    assert set(again) == PIPELINE_FILES and again["training_run.json"] == files["training_run.json"]
+    assert again["README.md"].decode().replace("digits-copy-again", "digits-copy") == files["README.md"].decode()
 
     files = _uploaded(hub, "tester/fresh")
     assert set(files) == PIPELINE_FILES - {"train_args.json", "training_run.json"}

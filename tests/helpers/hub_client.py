@@ -4,7 +4,8 @@ HF_HUB_OFFLINE at import, so each environment needs its own process).
     python hub_client.py sample OUT REPO[@REVISION] ... [--stock]   # load each, sample 2 images, seed 0
                                           # (a spec scheduler:REPO loads PaperDDPMScheduler alone)
     python hub_client.py push FOLDER REPO FRESH_REPO   # DDPMPipeline.from_pretrained(FOLDER).push_to_hub(REPO),
-                                                       # then a fresh tiny pipeline to FRESH_REPO
+                                                       # that repo's pipeline to REPO-again, then a fresh tiny
+                                                       # pipeline to FRESH_REPO
 
 `sample` writes OUT.npz (the images and scheduler class of each spec that loaded) and OUT.json (the error
 type and message of each that did not). `--stock` loads with diffusers alone and checks that ddpm_hf was
@@ -61,6 +62,8 @@ def push(folder: str, repo: str, fresh_repo: str) -> None:
     from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 
     print(DDPMPipeline.from_pretrained(folder).push_to_hub(repo).commit_url)
+    # Loaded from that repo and pushed again: the repo's run record and samples go along.
+    print(DDPMPipeline.from_pretrained(repo).push_to_hub(f"{repo}-again", num_sample_images=0).commit_url)
     torch.manual_seed(0)
     pipe = DDPMPipeline(build_unet("tiny"), PaperDDPMScheduler(num_train_timesteps=20))
     print(pipe.push_to_hub(fresh_repo, num_sample_images=4, license="mit").commit_url)
