@@ -25,7 +25,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .data import to_model_range
-from .evaluation import _map_chunks, chunk_generator
+from .evaluation import chunk_generator, map_chunks
 from .images import make_grid
 from .likelihood import ModelFn, bits_per_dim
 from .plots import Line, Panel, save_panels
@@ -492,7 +492,7 @@ def rate_distortion(
         return tuple(part.double().cpu() for part in parts)
 
     total, prior, terms, x0_mse = (
-        torch.cat(parts) for parts in zip(*_map_chunks(len(images), batch_size, work), strict=True)
+        torch.cat(parts) for parts in zip(*map_chunks(len(images), batch_size, work), strict=True)
     )
     T = terms.shape[1]
     # Bits sent after the state at timestep t: L_T and the KL terms of columns t+1 .. T-1 (L_{T-1} .. L_{t+1}).

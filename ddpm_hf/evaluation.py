@@ -41,7 +41,7 @@ def _chunks(num_items: int, batch_size: int) -> list[range]:
     return [range(start, min(start + batch_size, num_items)) for start in range(0, num_items, batch_size)]
 
 
-def _map_chunks(num_items: int, batch_size: int, work) -> list:
+def map_chunks(num_items: int, batch_size: int, work) -> list:
     """`work(k, indices)` for this process's chunks; every process gets all results, in chunk order."""
     state = PartialState()
     mine = [
@@ -104,7 +104,7 @@ def evaluate_bound(
         bound = bits_per_dim(unet, scheduler, x0, chunk_generator(seed, k, device), progress, num_timesteps)
         return bound.total_bpd.double().cpu(), bound.prior_bpd.double().cpu(), bound.terms_bpd[:, 0].double().cpu()
 
-    results = _map_chunks(len(images), batch_size, work)
+    results = map_chunks(len(images), batch_size, work)
     total, prior, decoder = (torch.cat(parts) for parts in zip(*results, strict=True))
     T = len(scheduler)
     steps = T if num_timesteps is None else num_timesteps
@@ -132,7 +132,7 @@ def generate(
         ).images
         return (images * 255).round().to(torch.uint8).cpu()
 
-    return torch.cat(_map_chunks(num_samples, batch_size, work))
+    return torch.cat(map_chunks(num_samples, batch_size, work))
 
 
 def bound_entry(bound: BoundResult, T: int, num_images: int, dataset: str, split: str, note: str = "") -> dict:

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
+from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
-from .data import load_image_data
+from .data import ImageData, load_image_data
 from .evaluation import (
     BoundResult,
     bound_entry,
@@ -131,6 +132,19 @@ def data_of_run(model: str, revision: str | None, data_args: DataArguments, give
     return replace(data_args, **{name: trained[name] for name in DATA_CHOICE if name in trained})
 
 
+def model_data(
+    model: str, revision: str | None, unet: UNet2DModel, data_args: DataArguments, given: Collection[str]
+) -> tuple[ImageData, DataArguments]:
+    """The images to evaluate `model` on, decoded at its resolution and channel count: the data flags given,
+    else the data it was trained on (`data_of_run`); with the data arguments used."""
+    resolution = unet.config.sample_size
+    data_args = data_of_run(model, revision, data_args, given)
+    if "resolution" in given and data_args.resolution != resolution:
+        raise ValueError(f"--resolution {data_args.resolution}: the model makes {resolution}x{resolution} images.")
+    data_args = replace(data_args, resolution=resolution)
+    return load_image_data(data_args, channels=unet.config.in_channels), data_args
+
+
 @dataclass
 class Setting:
     variance_type: str
@@ -177,13 +191,8 @@ class DDPMEvaluator:
         variances = variances or [self.pipeline.scheduler.config.variance_type]
         self.settings = [Setting(v, s) for v in variances for s in steps]
 
-        resolution = unet.config.sample_size
-        data_args = data_of_run(args.model, args.revision, data_args, given)
-        if "resolution" in given and data_args.resolution != resolution:
-            raise ValueError(f"--resolution {data_args.resolution}: the model makes {resolution}x{resolution} images.")
-        data_args.resolution = resolution
-        with self.state.main_process_first():
-            data = load_image_data(data_args, channels=unet.config.in_channels)
+        with self.state.main_process_first():  # one decoding into the datasets cache
+            data, data_args = model_data(args.model, args.revision, unet, data_args, given)
         splits = {"test": data.eval, "train": data.train}
         self.images, self.fid_images = splits[args.split][: args.num_images], splits[args.fid_split]
         for name, images in ((args.split, self.images), (args.fid_split, self.fid_images)):

@@ -11,9 +11,9 @@ Writes to --output_dir:
     interpolation.png                        interpolating two test images (Sec. 4.4, Figs. 8-9), a row per t
     rate_distortion.png / .csv / .json       progressive lossy compression (Sec. 4.3, Fig. 5, Table 4)
 
-Timesteps are the scheduler's (0..T-1, the paper's t - 1). The data flags are the trainer's (default: the embedded
-digits); the test images are its held-out split, read at the model's resolution. The work is done by
-`ddpm_hf.demonstrations`.
+Timesteps are the scheduler's (0..T-1, the paper's t - 1). The data flags are the trainer's; without any, the data
+the model was trained on (its training_run.json), else the embedded digits. The test images are the held-out split,
+read at the model's resolution. The work is done by `ddpm_hf.demonstrations`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import torch
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline
-from ddpm_hf.data import load_image_data
 from ddpm_hf.demonstrations import (
     interpolate,
     labelled_grid,
@@ -38,6 +37,7 @@ from ddpm_hf.demonstrations import (
     shared_latent_samples,
     timestep_label,
 )
+from ddpm_hf.evaluator import model_data
 from ddpm_hf.plots import FIGURES_EXTRA, can_plot
 from ddpm_hf.training_args import DataArguments
 
@@ -117,11 +117,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     interpolation_t = _timesteps(args.interpolation_t, tuple(k / 8 for k in range(9)), T, "interpolation_t")
     test_images = None
     if {"interpolation", "rate_distortion"} & set(figures):
-        resolution_given = any(a == "--resolution" or a.startswith("--resolution=") for a in argv)
-        if resolution_given and data_args.resolution != size:
-            raise ValueError(f"--resolution {data_args.resolution}: the model makes {size}x{size} images.")
-        data_args.resolution = size
-        test_images = load_image_data(data_args, channels=pipe.unet.config.in_channels).eval
+        given = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+        test_images = model_data(args.model, args.revision, pipe.unet, data_args, given)[0].eval
         pair = [int(i) for i in args.interpolation_pair.split(",")]
         if len(pair) != 2 or not all(0 <= i < len(test_images) for i in pair):
             raise ValueError(f"--interpolation_pair needs two indices in 0..{len(test_images) - 1}; got {pair}.")
