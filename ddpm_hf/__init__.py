@@ -1,10 +1,31 @@
-"""ddpm_hf: Denoising Diffusion Probabilistic Models (Ho et al. 2020) for the Hugging Face ecosystem."""
+"""ddpm_hf: Denoising Diffusion Probabilistic Models (Ho et al. 2020) for the Hugging Face ecosystem.
 
-from .chain import DiffusionChain
-from .likelihood import VariationalBound, bits_per_dim, discretized_gaussian_log_likelihood, normal_kl, prior_bpd
-from .pipeline_ddpm import DDPMPipeline, DDPMPipelineOutput
-from .scheduling_ddpm_paper import PaperDDPMScheduler, PaperDDPMSchedulerOutput
-from .unets import UNET_PRESETS, build_unet, unet_config
+Three layers, each importing only those below it:
+
+- `ddpm_hf.core`: the paper (schedules, chain, scheduler, pipeline, bound, loss, UNets, image conversions);
+- `ddpm_hf.tools`: data, distribution over processes, evaluation and metrics, rate-distortion, plots, the run
+  folder, checkpoints, model cards, the Hub;
+- `ddpm_hf.jobs`: arguments and presets, the trainer, the evaluator (what `train_scripts/` call).
+
+The names below are the core's; importing them loads no tool or job.
+"""
+
+from .core import (
+    UNET_PRESETS,
+    DDPMPipeline,
+    DDPMPipelineOutput,
+    DiffusionChain,
+    PaperDDPMScheduler,
+    PaperDDPMSchedulerOutput,
+    VariationalBound,
+    bits_per_dim,
+    build_unet,
+    discretized_gaussian_log_likelihood,
+    l_simple,
+    normal_kl,
+    prior_bpd,
+    unet_config,
+)
 
 __version__ = "0.1.0"
 
@@ -19,6 +40,7 @@ __all__ = [
     "bits_per_dim",
     "build_unet",
     "discretized_gaussian_log_likelihood",
+    "l_simple",
     "normal_kl",
     "prior_bpd",
     "unet_config",

@@ -5,8 +5,9 @@ import PIL.Image
 import pytest
 import torch
 
-from ddpm_hf.data import StepSampler, load_image_data, step_generator, to_model_range
-from ddpm_hf.training_args import DataArguments
+from ddpm_hf.core.images import to_model_range
+from ddpm_hf.jobs.arguments import DataArguments
+from ddpm_hf.tools.data import StepSampler, load_image_data, random_flip, step_generator
 
 
 def test_embedded_digits_need_no_network():
@@ -98,17 +99,17 @@ def test_sampler_shards_disjointly_and_covers_each_epoch():
 
 def test_scaling_and_flips():
     images = torch.tensor([[[[0, 255]]]], dtype=torch.uint8).repeat(64, 1, 1, 1)
-    x = to_model_range(images, None, random_flip=False)
+    x = to_model_range(images)
     assert x.dtype == torch.float32 and x[0, 0, 0].tolist() == [-1.0, 1.0]
-    flipped = to_model_range(images, step_generator(0, 0, 0, torch.device("cpu")), random_flip=True)
+    flipped = random_flip(x, step_generator(0, 0, 0, torch.device("cpu")))
     fraction = (flipped[:, 0, 0, 0] == 1.0).float().mean()
     assert 0.2 < fraction < 0.8
-    again = to_model_range(images, step_generator(0, 0, 0, torch.device("cpu")), random_flip=True)
+    again = random_flip(x, step_generator(0, 0, 0, torch.device("cpu")))
     assert torch.equal(flipped, again)
 
 
 def test_checkpoint_folders_are_complete_or_ignored(tmp_path):
-    from ddpm_hf import checkpoints
+    from ddpm_hf.tools import checkpoints
 
     root = tmp_path / "checkpoints"
     for step in (10, 20, 30):

@@ -1,5 +1,6 @@
-"""ddpm_hf.demonstrations and train_scripts/paper_figures.py: progressive generation, shared latents, interpolation
-and rate-distortion (Ho et al. 2020, Secs. 4.3-4.4) on a tiny model, checked against independent computations."""
+"""ddpm_hf.core.paper_sampling, ddpm_hf.tools.rate_distortion and train_scripts/paper_figures.py: progressive
+generation, shared latents, interpolation and rate-distortion (Ho et al. 2020, Secs. 4.3-4.4) on a tiny model,
+checked against independent computations."""
 
 import json
 import math
@@ -12,17 +13,10 @@ import pytest
 import torch
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet, prior_bpd
-from ddpm_hf.data import to_model_range
-from ddpm_hf.demonstrations import (
-    FINAL_SAMPLE,
-    interpolate,
-    labelled_grid,
-    progressive_grid,
-    rate_distortion,
-    shared_latent_samples,
-)
-from ddpm_hf.evaluation import evaluate_bound
-from ddpm_hf.images import make_grid
+from ddpm_hf.core.images import labelled_grid, make_grid, to_model_range
+from ddpm_hf.core.paper_sampling import FINAL_SAMPLE
+from ddpm_hf.tools.evaluation import evaluate_bound
+from ddpm_hf.tools.rate_distortion import rate_distortion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train_scripts"))
 import paper_figures
@@ -54,7 +48,7 @@ def _cell(grid, row, col, size=8, padding=2):
 
 
 def test_progressive_grid_shows_the_pipeline_trajectory(pipe):
-    grid, columns = progressive_grid(pipe, 3, seeded(), num_columns=5)
+    grid, columns = pipe.progressive_grid(3, seeded(), num_columns=5)
     assert columns == [19, 14, 9, 5, 0]  # evenly spaced over the chain, first and last step included
     assert grid.size == (5 * 10 + 2, 3 * 10 + 2) and grid.mode == "RGB"
     out = pipe(batch_size=3, generator=seeded(), trajectory_timesteps=columns)
@@ -64,53 +58,53 @@ def test_progressive_grid_shows_the_pipeline_trajectory(pipe):
         # At the last step the x_0 prediction is the sample itself.
         assert np.array_equal(_cell(grid, row, 4), np.asarray(out.images[row]))
 
-    grid_xt, columns_xt = progressive_grid(pipe, 3, seeded(), num_columns=5, kind="x_t")
+    grid_xt, columns_xt = pipe.progressive_grid(3, seeded(), num_columns=5, kind="x_t")
     assert columns_xt == [19, 14, 9, 4, FINAL_SAMPLE]  # over the states x_T .. x_0
     out = pipe(batch_size=3, generator=seeded(), trajectory_timesteps=columns_xt[:-1])
     assert np.array_equal(_cell(grid_xt, 1, 0), np.asarray(out.noisy_samples[0][1]))
     assert np.array_equal(_cell(grid_xt, 2, 4), np.asarray(out.images[2]))
 
-    again, _ = progressive_grid(pipe, 3, seeded(), num_columns=5)
-    other, _ = progressive_grid(pipe, 3, seeded(1), num_columns=5)
+    again, _ = pipe.progressive_grid(3, seeded(), num_columns=5)
+    other, _ = pipe.progressive_grid(3, seeded(1), num_columns=5)
     assert again.tobytes() == grid.tobytes() and other.tobytes() != grid.tobytes()
 
-    chosen, columns = progressive_grid(pipe, 2, seeded(), trajectory_timesteps=[0, 19, 10], kind="x_t")
+    chosen, columns = pipe.progressive_grid(2, seeded(), trajectory_timesteps=[0, 19, 10], kind="x_t")
     assert columns == [19, 10, 0] and chosen.size == (3 * 10 + 2, 2 * 10 + 2)
-    labelled, _ = progressive_grid(pipe, 2, seeded(), num_columns=4, num_inference_steps=10, scale=4, labels=True)
+    labelled, _ = pipe.progressive_grid(2, seeded(), num_columns=4, num_inference_steps=10, scale=4, labels=True)
     assert labelled.width == 4 * 34 + 2 and labelled.height > 2 * 34 + 2
 
 
 def test_progressive_grid_rejects_bad_arguments(pipe):
     with pytest.raises(ValueError, match="`kind` must be one of"):
-        progressive_grid(pipe, 1, kind="eps")
+        pipe.progressive_grid(1, kind="eps")
     with pytest.raises(ValueError, match=r"`num_columns` must be an integer in 2\.\.20"):
-        progressive_grid(pipe, 1, num_columns=21)
+        pipe.progressive_grid(1, num_columns=21)
     with pytest.raises(ValueError, match="not both"):
-        progressive_grid(pipe, 1, num_columns=3, trajectory_timesteps=[3])
+        pipe.progressive_grid(1, num_columns=3, trajectory_timesteps=[3])
     with pytest.raises(ValueError, match=r"\[-1\] are not in the x0 states"):
-        progressive_grid(pipe, 1, trajectory_timesteps=[3, FINAL_SAMPLE])
+        pipe.progressive_grid(1, trajectory_timesteps=[3, FINAL_SAMPLE])
 
 
 def test_shared_latent_samples_continue_one_chain(pipe):
     """With one sample, the shared chain and its continuation are exactly the pipeline's Algorithm 2 chain."""
-    single = shared_latent_samples(pipe, 10, 1, seeded(3), output_type="pt")
+    single = pipe.shared_latent_samples(10, 1, seeded(3), output_type="pt")
     plain = pipe(batch_size=1, generator=seeded(3), output_type="pt").images
     torch.testing.assert_close(single.images, plain, rtol=0, atol=1e-6)
 
-    shared = shared_latent_samples(pipe, 10, 4, seeded(3), output_type="pt")
+    shared = pipe.shared_latent_samples(10, 4, seeded(3), output_type="pt")
     assert shared.images.shape == (4, 3, 8, 8) and shared.timestep == 10
     assert shared.noisy_sample.shape == shared.pred_original_sample.shape == (1, 3, 8, 8)
     assert not torch.allclose(shared.images[1], shared.images[2])  # independent chains below t
-    again = shared_latent_samples(pipe, 10, 4, seeded(3), output_type="pt")
+    again = pipe.shared_latent_samples(10, 4, seeded(3), output_type="pt")
     assert torch.equal(again.images, shared.images) and torch.equal(again.noisy_sample, shared.noisy_sample)
 
-    last = shared_latent_samples(pipe, 0, 3, seeded(), output_type="pt")  # x_0's step adds no noise
+    last = pipe.shared_latent_samples(0, 3, seeded(), output_type="pt")  # x_0's step adds no noise
     assert torch.equal(last.images[0], last.images[2])
     torch.testing.assert_close(last.pred_original_sample, last.images[:1])
-    images = shared_latent_samples(pipe, T - 1, 2, seeded()).images
+    images = pipe.shared_latent_samples(T - 1, 2, seeded()).images
     assert len(images) == 2 and images[0].size == (8, 8)
     with pytest.raises(ValueError, match=r"`t` must be a timestep in 0\.\.19"):
-        shared_latent_samples(pipe, T, 2, seeded())
+        pipe.shared_latent_samples(T, 2, seeded())
 
 
 # ---------------------------------------------------------------------- interpolation
@@ -127,7 +121,7 @@ def _reverse_from(pipe, x_t, t, generator):
 def test_interpolation_end_points_are_the_reconstructions(pipe):
     sources = _images(2)
     t = 12
-    out = interpolate(pipe, sources[0], sources[1], t, num_weights=5, generator=seeded(4), output_type="pt")
+    out = pipe.interpolate(sources[0], sources[1], t, num_weights=5, generator=seeded(4), output_type="pt")
     assert out.images.shape == (5, 3, 8, 8) and out.lambdas == [0.0, 0.25, 0.5, 0.75, 1.0] and out.timestep == t
     assert torch.equal(out.reconstruction_a, out.images[:1]) and torch.equal(out.reconstruction_b, out.images[-1:])
     torch.testing.assert_close(out.sources, sources.float() / 255)
@@ -135,7 +129,7 @@ def test_interpolation_end_points_are_the_reconstructions(pipe):
     # Independently: each source diffused to t by q(x_t | x_0) with its own noise, then decoded alone, the
     # reverse chain drawing what the generator draws after the two encodings.
     generator = seeded(4)
-    x0 = to_model_range(sources, None, False)
+    x0 = to_model_range(sources)
     noise = torch.randn(x0.shape, generator=generator)
     state = generator.get_state()
     for k, reconstruction in ((0, out.reconstruction_a), (1, out.reconstruction_b)):
@@ -143,8 +137,8 @@ def test_interpolation_end_points_are_the_reconstructions(pipe):
         expected = _reverse_from(pipe, x_t, t, torch.Generator().set_state(state))
         torch.testing.assert_close(reconstruction, expected, rtol=0, atol=1e-5)
 
-    again = interpolate(pipe, sources[0], sources[1], t, num_weights=5, generator=seeded(4), output_type="pt")
-    other = interpolate(pipe, sources[0], sources[1], t, num_weights=5, generator=seeded(5), output_type="pt")
+    again = pipe.interpolate(sources[0], sources[1], t, num_weights=5, generator=seeded(4), output_type="pt")
+    other = pipe.interpolate(sources[0], sources[1], t, num_weights=5, generator=seeded(5), output_type="pt")
     assert torch.equal(again.images, out.images) and not torch.allclose(other.images, out.images)
     middle = out.images[1:-1]
     assert not torch.allclose(middle[0], middle[1]) and not torch.allclose(middle[1], middle[2])
@@ -152,36 +146,36 @@ def test_interpolation_end_points_are_the_reconstructions(pipe):
 
 def test_interpolation_takes_pil_numpy_and_tensors_in_the_data_range(pipe):
     sources = _images(2)
-    expected = interpolate(pipe, sources[0], sources[1], 5, 3, seeded(), output_type="np").images
+    expected = pipe.interpolate(sources[0], sources[1], 5, 3, seeded(), output_type="np").images
     as_hwc = sources.permute(0, 2, 3, 1).numpy()
     for a, b in [
         (PIL.Image.fromarray(as_hwc[0]), PIL.Image.fromarray(as_hwc[1])),
         (as_hwc[0], as_hwc[1].astype(np.float64) / 255),
         (sources[0:1], sources[1].float() / 255),
     ]:
-        images = interpolate(pipe, a, b, 5, 3, seeded(), output_type="np").images
+        images = pipe.interpolate(a, b, 5, 3, seeded(), output_type="np").images
         np.testing.assert_allclose(images, expected, rtol=0, atol=1e-5)
-    pil = interpolate(pipe, PIL.Image.fromarray(as_hwc[0]), as_hwc[1], 5, 3, seeded())
+    pil = pipe.interpolate(PIL.Image.fromarray(as_hwc[0]), as_hwc[1], 5, 3, seeded())
     assert len(pil.images) == 3 and len(pil.sources) == 2 and pil.reconstruction_b[0].size == (8, 8)
 
 
 def test_interpolation_rejects_bad_inputs(pipe):
     image = _images(1)[0]
     with pytest.raises(ValueError, match=r"`image_b` is 3x16x16 .* the model takes 3x8x8 images\. Images are not"):
-        interpolate(pipe, image, torch.zeros(3, 16, 16, dtype=torch.uint8), 5)
+        pipe.interpolate(image, torch.zeros(3, 16, 16, dtype=torch.uint8), 5)
     with pytest.raises(ValueError, match="`image_a` is 1x8x8"):
-        interpolate(pipe, np.zeros((8, 8), np.uint8), image, 5)
+        pipe.interpolate(np.zeros((8, 8), np.uint8), image, 5)
     with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\]"):
-        interpolate(pipe, image.float(), image, 5)
+        pipe.interpolate(image.float(), image, 5)
     with pytest.raises(ValueError, match="must be uint8 in"):
-        interpolate(pipe, image.long(), image, 5)
+        pipe.interpolate(image.long(), image, 5)
     for t in (-1, T, 2.5):
         with pytest.raises(ValueError, match=r"`t` must be a timestep in 0\.\.19"):
-            interpolate(pipe, image, image, t)
+            pipe.interpolate(image, image, t)
     with pytest.raises(ValueError, match="`num_weights` must be an integer >= 2"):
-        interpolate(pipe, image, image, 5, num_weights=1)
+        pipe.interpolate(image, image, 5, num_weights=1)
     with pytest.raises(ValueError, match=r"one torch\.Generator"):
-        interpolate(pipe, image, image, 5, generator=[seeded(), seeded()])
+        pipe.interpolate(image, image, 5, generator=[seeded(), seeded()])
 
 
 # ---------------------------------------------------------------------- rate-distortion
@@ -193,7 +187,7 @@ def test_rate_distortion_end_points_are_the_prior_and_the_bound(pipe):
     assert curve.timesteps == list(range(T - 1, -1, -1)) and curve.reverse_steps == list(range(1, T + 1))
     assert curve.rate_bpd.shape == curve.distortion_rmse.shape == (T,) and curve.num_images == 5
     # Reverse step 1 has received x_T only: the rate is L_T.
-    prior = prior_bpd(pipe.scheduler, to_model_range(images, None, False)).double().mean().item()
+    prior = prior_bpd(pipe.scheduler, to_model_range(images)).double().mean().item()
     assert curve.rate_bpd[0].item() == pytest.approx(prior, rel=1e-12) and curve.prior_bpd == curve.rate_bpd[0]
     # The last step's rate plus the decoder term L_0 is the bound evaluate_bound gives on the same noise: exactly
     # for the total, and up to float32 summation order (bits_per_dim sums the terms in float32) for the rate.
@@ -234,7 +228,7 @@ def test_distortion_falls_to_zero_towards_t0_with_the_best_denoiser():
         num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", variance_type="fixed_small"
     )
     images = _images(64, seed=2)
-    x0 = to_model_range(images, None, False)
+    x0 = to_model_range(images)
 
     exact = rate_distortion(EmpiricalDenoiser(x0, scheduler, oracle=True), scheduler, images, batch_size=64)
     assert exact.distortion_rmse.max() < 1e-2  # the true noise gives x_0 back at every step ...
@@ -315,7 +309,7 @@ def test_paper_figures_script(tmp_path, capsys):
 def test_the_demonstrations_are_pipeline_methods(pipe):
     a, b = _images(2)
     method = pipe.interpolate(a, b, 3, 3, torch.Generator().manual_seed(0), output_type="pt")
-    function = interpolate(pipe, a, b, 3, 3, torch.Generator().manual_seed(0), output_type="pt")
+    function = pipe.interpolate(a, b, 3, 3, torch.Generator().manual_seed(0), output_type="pt")
     torch.testing.assert_close(method.images, function.images, rtol=0, atol=0)
     assert pipe.progressive_grid(2, torch.Generator().manual_seed(0), num_columns=3)[1] == [T - 1, 9, 0]
     assert len(pipe.shared_latent_samples(5, 2, torch.Generator().manual_seed(0)).images) == 2

@@ -1,4 +1,4 @@
-"""train_scripts/evaluate_ddpm.py and ddpm_hf.evaluation: the bound and FID/KID of a tiny model, one process
+"""train_scripts/evaluate_ddpm.py and ddpm_hf.tools.evaluation: the bound and FID/KID of a tiny model, one process
 against two, the JSON and card outputs, and the errors before any work."""
 
 import json
@@ -12,10 +12,11 @@ import torch
 import yaml
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, bits_per_dim, build_unet
-from ddpm_hf.data import to_model_range
-from ddpm_hf.evaluation import chunk_generator, evaluate_bound, generate
-from ddpm_hf.evaluator import DDPMEvaluator, EvaluationArguments
-from ddpm_hf.training_args import DataArguments
+from ddpm_hf.core.images import to_model_range
+from ddpm_hf.jobs.arguments import DataArguments
+from ddpm_hf.jobs.evaluator import DDPMEvaluator, EvaluationArguments
+from ddpm_hf.tools.distributed import chunk_generator
+from ddpm_hf.tools.evaluation import evaluate_bound, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 # A measurement recorded before, of another kind and split than the test's (it must survive the update).
@@ -49,7 +50,7 @@ def test_bound_is_the_per_chunk_bound_with_the_chunk_noise(model_dir):
     expected = torch.cat(
         [
             bits_per_dim(
-                pipe.unet, pipe.scheduler, to_model_range(images[i : i + 2], None, False), chunk_generator(3, k, "cpu")
+                pipe.unet, pipe.scheduler, to_model_range(images[i : i + 2]), chunk_generator(3, k, "cpu")
             ).total_bpd
             for k, i in enumerate(range(0, 5, 2))
         ]
@@ -153,7 +154,7 @@ def test_update_model_card_refuses_a_hub_cache_snapshot(model_dir, tmp_path):
 def test_missing_inception_weights_are_reported_before_sampling(model_dir, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty torch hub cache
     calls = []
-    monkeypatch.setattr("ddpm_hf.evaluator.generate", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("ddpm_hf.jobs.evaluator.generate", lambda *a, **k: calls.append(a))
     with pytest.raises(FileNotFoundError, match="--inception_weights PATH") as error:
         DDPMEvaluator(EvaluationArguments(model=str(model_dir), metrics="fid"), DataArguments()).run()
     assert "pt_inception-2015-12-05-6726825d.pth" in str(error.value) and calls == []

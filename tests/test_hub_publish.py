@@ -9,9 +9,16 @@ import yaml
 from huggingface_hub import ModelCard
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler
-from ddpm_hf.hub import HubPublisher, HubPushError, check_repo_id, make_snapshot, remove_snapshots, upload_patterns
-from ddpm_hf.model_card import EVAL_RESULTS_FILE, TRAINING_RUN_FILE, write_model_card
-from ddpm_hf.training_args import check_train_args, parse_train_args, scrub_secrets
+from ddpm_hf.jobs.arguments import check_train_args, parse_train_args, scrub_secrets
+from ddpm_hf.tools.hub import (
+    HubPublisher,
+    HubPushError,
+    check_repo_id,
+    make_snapshot,
+    remove_snapshots,
+    upload_patterns,
+)
+from ddpm_hf.tools.model_card import EVAL_RESULTS_FILE, TRAINING_RUN_FILE, write_model_card
 
 # What a push uploads from a training output folder.
 PIPELINE_FILES = {
@@ -79,7 +86,7 @@ def test_bad_repo_ids_are_named(repo_id):
 def test_no_token_fails_before_any_request(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("ddpm_hf.hub.get_token", lambda: None)
+    monkeypatch.setattr("ddpm_hf.tools.hub.get_token", lambda: None)
     with pytest.raises(HubPushError, match="No Hub token to push me/model"):
         HubPublisher("me/model")
 

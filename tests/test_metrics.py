@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import linalg, special
 
-from ddpm_hf import inception
-from ddpm_hf.inception import (
+from ddpm_hf.tools import inception
+from ddpm_hf.tools.inception import (
     FID_WEIGHTS_FILENAME,
     TORCH_FIDELITY_WEIGHTS_FILENAME,
     FIDInceptionV3,
@@ -19,7 +19,7 @@ from ddpm_hf.inception import (
     load_fid_inception,
     resize_bilinear_tf1,
 )
-from ddpm_hf.metrics import (
+from ddpm_hf.tools.metrics import (
     ImageQualityMetrics,
     InceptionFeatureSpace,
     RandomFeatureSpace,
@@ -268,7 +268,7 @@ def test_cache_refuses_wrong_counts_resolutions_and_spaces(random_space, tmp_pat
 
 
 def test_default_cache_dir_follows_hf_home(monkeypatch, tmp_path):
-    from ddpm_hf.metrics import default_stats_dir
+    from ddpm_hf.tools.metrics import default_stats_dir
 
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     assert default_stats_dir() == tmp_path / "ddpm_hf" / "fid_stats"

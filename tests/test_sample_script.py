@@ -7,7 +7,7 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
-from ddpm_hf.images import make_grid
+from ddpm_hf.core.images import make_grid
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_scripts" / "sample_ddpm.py"
 

@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
-from ddpm_hf.scheduling_ddpm_paper import NoiseBuffer, SamplingPlan
+from ddpm_hf.core.scheduling_ddpm_paper import NoiseBuffer, SamplingPlan
 
 T = 20
 CPU = torch.device("cpu")

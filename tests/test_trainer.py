@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
-from ddpm_hf.trainer import DDPMTrainer, l_simple
-from ddpm_hf.training_args import parse_train_args
+from ddpm_hf.core.losses import l_simple
+from ddpm_hf.jobs.arguments import parse_train_args
+from ddpm_hf.jobs.trainer import DDPMTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_scripts" / "train_ddpm.py"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_hf.training_args import PRESETS, DataArguments, ModelArguments, TrainingArguments, parse_train_args
-from ddpm_hf.unets import training_unet_config
+from ddpm_hf.core.unets import training_unet_config
+from ddpm_hf.jobs.arguments import PRESETS, DataArguments, ModelArguments, TrainingArguments, parse_train_args
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_scripts" / "train_ddpm.py"
 

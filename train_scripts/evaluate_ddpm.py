@@ -10,7 +10,7 @@ The data flags are the trainer's; without any, the data the model was trained on
 the embedded digits. Images are read at the model's resolution.
 With several processes, images and samples are shared out and gathered: the numbers equal one process's.
 Writes results.json (and, for several settings, quality_vs_steps.csv / .png) to --output_dir; every flag is
-documented by --help, the work is done by `ddpm_hf.evaluator.DDPMEvaluator`.
+documented by --help, the work is done by `ddpm_hf.jobs.evaluator.DDPMEvaluator`.
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ import sys
 
 from transformers import HfArgumentParser
 
-from ddpm_hf.evaluator import DDPMEvaluator, EvaluationArguments
-from ddpm_hf.training_args import DataArguments
+from ddpm_hf.jobs.arguments import DataArguments, given_flags
+from ddpm_hf.jobs.evaluator import DDPMEvaluator, EvaluationArguments
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((EvaluationArguments, DataArguments), description=__doc__)
     args, data_args = parser.parse_args_into_dataclasses(args=argv)
-    given = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
-    evaluator = DDPMEvaluator(args, data_args, given)
+    evaluator = DDPMEvaluator(args, data_args, given_flags(argv))
     report = evaluator.run()
     if evaluator.state.is_main_process:
         print(json.dumps({"bound": report.get("bound"), "quality": report.get("quality")}, indent=2))

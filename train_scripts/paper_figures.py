@@ -13,7 +13,8 @@ Writes to --output_dir:
 
 Timesteps are the scheduler's (0..T-1, the paper's t - 1). The data flags are the trainer's; without any, the data
 the model was trained on (its training_run.json), else the embedded digits. The test images are the held-out split,
-read at the model's resolution. The work is done by `ddpm_hf.demonstrations`.
+read at the model's resolution. The work is done by the pipeline's methods (`ddpm_hf.core.paper_sampling`) and
+`ddpm_hf.tools.rate_distortion`.
 """
 
 from __future__ import annotations
@@ -29,17 +30,12 @@ import torch
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline
-from ddpm_hf.demonstrations import (
-    interpolate,
-    labelled_grid,
-    progressive_grid,
-    rate_distortion,
-    shared_latent_samples,
-    timestep_label,
-)
-from ddpm_hf.evaluator import model_data
-from ddpm_hf.plots import FIGURES_EXTRA, can_plot
-from ddpm_hf.training_args import DataArguments
+from ddpm_hf.core.images import labelled_grid
+from ddpm_hf.core.paper_sampling import timestep_label
+from ddpm_hf.jobs.arguments import DataArguments, given_flags
+from ddpm_hf.jobs.evaluator import model_data
+from ddpm_hf.tools.plots import FIGURES_EXTRA, can_plot
+from ddpm_hf.tools.rate_distortion import rate_distortion
 
 FIGURES = ("progressive", "shared", "interpolation", "rate_distortion")
 
@@ -117,8 +113,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     interpolation_t = _timesteps(args.interpolation_t, tuple(k / 8 for k in range(9)), T, "interpolation_t")
     test_images = None
     if {"interpolation", "rate_distortion"} & set(figures):
-        given = {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
-        test_images = model_data(args.model, args.revision, pipe.unet, data_args, given)[0].eval
+        test_images = model_data(args.model, args.revision, pipe.unet, data_args, given_flags(argv))[0].eval
         pair = [int(i) for i in args.interpolation_pair.split(",")]
         if len(pair) != 2 or not all(0 <= i < len(test_images) for i in pair):
             raise ValueError(f"--interpolation_pair needs two indices in 0..{len(test_images) - 1}; got {pair}.")
@@ -138,8 +133,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if "progressive" in figures:
         for kind, name in (("x0", "progressive_x0.png"), ("x_t", "progressive_xt.png")):
             started = time.perf_counter()
-            grid, _ = progressive_grid(
-                pipe,
+            grid, _ = pipe.progressive_grid(
                 args.num_samples,
                 seeded(),
                 num_columns=args.num_columns,
@@ -153,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if "shared" in figures:
         started, rows = time.perf_counter(), []
         for t in shared_t:
-            shared = shared_latent_samples(pipe, t, args.num_samples, seeded())
+            shared = pipe.shared_latent_samples(t, args.num_samples, seeded())
             rows.append([*shared.noisy_sample, *shared.pred_original_sample, *shared.images])
         columns = ["x_t", "pred. x0", *(f"#{i + 1}" for i in range(args.num_samples))]
         save(labelled_grid(rows, columns, [timestep_label(t) for t in shared_t], scale), "shared_latent.png", started)
@@ -161,7 +155,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if "interpolation" in figures:
         started, rows = time.perf_counter(), []
         for t in interpolation_t:
-            result = interpolate(pipe, test_images[pair[0]], test_images[pair[1]], t, args.num_lambdas, seeded())
+            result = pipe.interpolate(test_images[pair[0]], test_images[pair[1]], t, args.num_lambdas, seeded())
             rows.append([result.sources[0], *result.images, result.sources[1]])
         weights = [f"{w:.2g}" for w in result.lambdas[1:-1]]
         columns = ["source", "rec.", *weights, "rec.", "source"]

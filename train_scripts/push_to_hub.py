@@ -15,9 +15,16 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline
-from ddpm_hf.hub import HubPublisher, make_snapshot, upload_patterns
-from ddpm_hf.model_card import TRAINING_RUN_FILE, read_json, write_model_card
-from ddpm_hf.training_args import HubRepoArguments
+from ddpm_hf.jobs.arguments import HubRepoArguments
+from ddpm_hf.tools.hub import HubPublisher, make_snapshot, upload_patterns
+from ddpm_hf.tools.model_card import write_model_card
+from ddpm_hf.tools.run_folder import (
+    DEFAULT_LOGGING_DIR,
+    MODEL_CARD_FILE,
+    PIPELINE_INDEX,
+    holds_pipeline,
+    training_record,
+)
 
 
 @dataclass
@@ -31,16 +38,16 @@ def main(argv: list[str] | None = None) -> str:
     parser = HfArgumentParser((PushArguments, HubRepoArguments), description=__doc__)
     args, hub = parser.parse_args_into_dataclasses(args=argv)
     folder = Path(args.output_dir)
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(f"--output_dir {folder} holds no saved pipeline (no model_index.json).")
+    if not holds_pipeline(folder):
+        raise ValueError(f"--output_dir {folder} holds no saved pipeline (no {PIPELINE_INDEX}).")
     pipeline = None if args.keep_card else DDPMPipeline.from_pretrained(folder)
-    logging_dir = ((read_json(folder / TRAINING_RUN_FILE) or {}).get("args") or {}).get("logging_dir", "logs")
+    logging_dir = (training_record(folder).get("args") or {}).get("logging_dir", DEFAULT_LOGGING_DIR)
     publisher = HubPublisher(hub.hub_model_id or folder.resolve().name, hub.hub_token, hub.hub_private_repo)
     allow = upload_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, logging_dir)
     snapshot = make_snapshot(folder, allow)
     try:
         if pipeline is not None:
-            (snapshot / "README.md").unlink(missing_ok=True)
+            (snapshot / MODEL_CARD_FILE).unlink(missing_ok=True)
             write_model_card(snapshot, pipeline, publisher.repo_id, hub.model_license)
         commit = publisher.push(
             snapshot, args.commit_message, allow, retry_hint=f"{folder} is unchanged; run this command again."

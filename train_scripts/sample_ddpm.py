@@ -16,7 +16,7 @@ import torch
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
-from ddpm_hf.images import make_grid
+from ddpm_hf.core.images import make_grid
 
 
 @dataclass

@@ -6,11 +6,11 @@
     accelerate launch train_scripts/train_ddpm.py --config my_run.yaml --learning_rate 1e-4
     accelerate launch train_scripts/train_ddpm.py --output_dir ddpm-digits --resume_from_checkpoint latest
 
-Every flag is documented by --help; the work is done by `ddpm_hf.trainer.DDPMTrainer`.
+Every flag is documented by --help; the work is done by `ddpm_hf.jobs.trainer.DDPMTrainer`.
 """
 
-from ddpm_hf.trainer import DDPMTrainer
-from ddpm_hf.training_args import parse_train_args
+from ddpm_hf.jobs.arguments import parse_train_args
+from ddpm_hf.jobs.trainer import DDPMTrainer
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The cost of the variational bound (Eq. 5) per image: `ddpm_hf.likelihood.bits_per_dim`, full T and strided.
+"""The cost of the variational bound (Eq. 5) per image: `ddpm_hf.core.likelihood.bits_per_dim`, full T and strided.
 
     .venv/bin/python tests/benchmarks/bench_bound.py [--unet small] [--steps 1000] [--num_timesteps 100]
         [--batch_size 16] [--repeats 5] [--threads 1]

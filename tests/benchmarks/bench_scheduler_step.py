@@ -27,7 +27,7 @@ import torch
 from timing import spread  # tests/benchmarks/timing.py, beside this script
 
 from ddpm_hf import PaperDDPMScheduler, unet_config
-from ddpm_hf.scheduling_ddpm_paper import NoiseBuffer
+from ddpm_hf.core.scheduling_ddpm_paper import NoiseBuffer
 
 
 def runners(steps: int, shape: tuple[int, ...], variance_type: str) -> dict[str, Callable[[], torch.Tensor]]:

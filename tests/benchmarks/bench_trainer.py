@@ -19,8 +19,8 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from ddpm_hf import PaperDDPMScheduler, build_unet
-from ddpm_hf.trainer import DDPMTrainer
-from ddpm_hf.training_args import parse_train_args
+from ddpm_hf.jobs.arguments import parse_train_args
+from ddpm_hf.jobs.trainer import DDPMTrainer
 
 
 def trainer_steps_per_second(steps: int, unet: str, batch: int) -> float:

@@ -3,7 +3,7 @@ HF_HUB_OFFLINE at import, so each environment needs its own process).
 
     python hub_client.py sample OUT REPO[@REVISION] ... [--stock]   # load each, sample 2 images, seed 0
                                           # (a spec scheduler:REPO loads PaperDDPMScheduler alone)
-    python hub_client.py push FOLDER REPO FRESH_REPO   # DDPMPipeline.from_pretrained(FOLDER).push_to_hub(REPO),
+    python hub_client.py push FOLDER REPO FRESH_REPO   # push_pipeline(DDPMPipeline.from_pretrained(FOLDER), REPO),
                                                        # that repo's pipeline to REPO-again, then a fresh tiny
                                                        # pipeline to FRESH_REPO
 
@@ -60,13 +60,14 @@ def sample(out: str, specs: list[str], stock: bool) -> None:
 
 def push(folder: str, repo: str, fresh_repo: str) -> None:
     from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
+    from ddpm_hf.tools.hub import push_pipeline
 
-    print(DDPMPipeline.from_pretrained(folder).push_to_hub(repo).commit_url)
+    print(push_pipeline(DDPMPipeline.from_pretrained(folder), repo).commit_url)
     # Loaded from that repo and pushed again: the repo's run record and samples go along.
-    print(DDPMPipeline.from_pretrained(repo).push_to_hub(f"{repo}-again", num_sample_images=0).commit_url)
+    print(push_pipeline(DDPMPipeline.from_pretrained(repo), f"{repo}-again", num_sample_images=0).commit_url)
     torch.manual_seed(0)
     pipe = DDPMPipeline(build_unet("tiny"), PaperDDPMScheduler(num_train_timesteps=20))
-    print(pipe.push_to_hub(fresh_repo, num_sample_images=4, license="mit").commit_url)
+    print(push_pipeline(pipe, fresh_repo, num_sample_images=4, license="mit").commit_url)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ddpm_hf.trainer import DDPMTrainer
-from ddpm_hf.training_args import parse_train_args
+from ddpm_hf.jobs.arguments import parse_train_args
+from ddpm_hf.jobs.trainer import DDPMTrainer
 
 out, argv = Path(sys.argv[1]), sys.argv[2:]
 trainer = DDPMTrainer(parse_train_args(argv))

@@ -4,7 +4,6 @@ over several sampler settings, written as JSON, a table, a plot and (when asked)
 from __future__ import annotations
 
 import csv
-import json
 import platform
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
@@ -17,29 +16,27 @@ from accelerate.logging import get_logger
 from diffusers import UNet2DModel
 from tqdm.auto import tqdm
 
-from .data import ImageData, load_image_data
-from .evaluation import (
-    BoundResult,
-    bound_entry,
-    dataset_id,
-    evaluate_bound,
-    fid_entry,
-    generate,
-    on_main_process,
-    stats_dataset,
+from ..core.pipeline_ddpm import DDPMPipeline
+from ..core.scheduling_ddpm_paper import VARIANCE_TYPES, PaperDDPMScheduler
+from ..tools.data import DataArguments, ImageData, load_image_data
+from ..tools.evaluation import bound_entry, evaluate_bound, fid_entry, generate, sample_metrics, score_samples
+from ..tools.hub import source_file
+from ..tools.model_card import merge_results, write_model_card
+from ..tools.plots import FIGURES_EXTRA, Line, Panel, can_plot, save_panels
+from ..tools.run_folder import (
+    EVAL_RESULTS_FILE,
+    MODEL_CARD_FILE,
+    TRAINING_RUN_FILE,
+    read_json,
+    training_record,
+    write_json,
 )
-from .hub import source_file
-from .metrics import ImageQualityMetrics, build_feature_space
-from .model_card import EVAL_RESULTS_FILE, TRAINING_RUN_FILE, merge_results, read_json, write_model_card
-from .pipeline_ddpm import DDPMPipeline
-from .plots import FIGURES_EXTRA, Line, Panel, can_plot, save_panels
-from .scheduling_ddpm_paper import VARIANCE_TYPES, PaperDDPMScheduler
-from .training_args import DataArguments
 
 logger = get_logger(__name__)
 METRICS = ("bpd", "fid")
 SPLITS = ("test", "train")
 FEATURE_SPACES = ("inception", "random")
+RESULTS_FILE = "results.json"
 
 
 @dataclass
@@ -173,7 +170,9 @@ class DDPMEvaluator:
         local = Path(args.model).is_dir()
         if args.update_model_card and not local:
             raise ValueError(f"--update_model_card writes into the model folder; {args.model} is not a local folder.")
-        if args.update_model_card and any(Path(args.model, f).is_symlink() for f in ("README.md", EVAL_RESULTS_FILE)):
+        if args.update_model_card and any(
+            Path(args.model, f).is_symlink() for f in (MODEL_CARD_FILE, EVAL_RESULTS_FILE)
+        ):
             raise ValueError(
                 f"--update_model_card: {args.model} is a Hub cache snapshot (its files are links); copy it."
             )
@@ -198,14 +197,12 @@ class DDPMEvaluator:
         for name, images in ((args.split, self.images), (args.fid_split, self.fid_images)):
             if len(images) < 2:
                 raise ValueError(f"The {name} split of {data.source} has fewer than 2 images.")
-        self.dataset, self.source = dataset_id(data_args), data.source
-
-        def feature_metrics() -> ImageQualityMetrics:
-            space = build_feature_space(args.feature_space, args.inception_weights, device=self.state.device)
-            return ImageQualityMetrics(space, batch_size=args.batch_size, seed=args.seed)
-
-        # Only the main process scores; a failure there (no Inception weights) stops every process now.
-        self.quality = on_main_process(feature_metrics) if "fid" in self.metrics else None
+        self.dataset, self.source = data_args.dataset_id(), data.source
+        self.quality = None
+        if "fid" in self.metrics:
+            self.quality = sample_metrics(
+                args.feature_space, args.inception_weights, self.state.device, args.batch_size, args.seed
+            )
         self.output_dir = Path(args.output_dir or f"eval-{Path(args.model).name}")
 
     def run(self) -> dict[str, Any]:
@@ -225,7 +222,7 @@ class DDPMEvaluator:
             bound = evaluate_bound(
                 unet, self.pipeline.scheduler, self.images, args.batch_size, args.bpd_num_timesteps, args.seed
             )
-            report["bound"] = {**self._bound_dict(bound), "num_images": len(self.images)}
+            report["bound"] = {**bound.to_dict(), "num_images": len(self.images)}
             T = len(self.pipeline.scheduler)
             entries.append(bound_entry(bound, T, len(self.images), self.dataset, args.split))
         if "fid" in self.metrics:
@@ -242,44 +239,31 @@ class DDPMEvaluator:
 
     def _quality(self) -> list[dict[str, Any]]:
         args = self.args
-        if self.quality is not None:
-            real = self.fid_images
-            self.quality.add_real_cached(
-                stats_dataset(self.dataset, real),
-                args.fid_split,
-                self.pipeline.unet.config.sample_size,
-                len(real),
-                lambda: real.split(args.batch_size),
-                args.stats_cache_dir,
-            )
         rows = []
         config = self.pipeline.scheduler.config
         for setting in tqdm(self.settings, desc="FID", disable=not self.state.is_main_process):
             self.pipeline.scheduler = PaperDDPMScheduler.from_config(config, variance_type=setting.variance_type)
             samples = generate(self.pipeline, args.num_samples, args.batch_size, setting.num_inference_steps, args.seed)
-            if self.quality is None:
+            scores = score_samples(
+                self.quality,
+                samples,
+                self.fid_images,
+                self.dataset,
+                args.fid_split,
+                args.batch_size,
+                args.stats_cache_dir,
+            )
+            if scores is None:
                 continue
-            self.quality.reset_fake()
-            self.quality.add_fake(samples)
             row = {**asdict(setting), "num_samples": len(samples), "feature_space": args.feature_space}
-            rows.append({**row, **self.quality.compute()})
+            rows.append({**row, **scores})
             tqdm.write(f"{setting.variance_type}, {setting.num_inference_steps} steps: FID {rows[-1]['fid']:.4g}")
         self.pipeline.scheduler = PaperDDPMScheduler.from_config(config)
         return rows
 
-    def _bound_dict(self, bound: BoundResult) -> dict[str, Any]:
-        return {
-            "bpd": bound.mean,
-            "stderr": bound.stderr,
-            "prior_bpd": bound.prior_bpd,
-            "decoder_bpd": bound.decoder_bpd,
-            "num_timesteps": bound.num_timesteps,
-            "is_estimate": bound.is_estimate,
-        }
-
     def _write(self, report: dict[str, Any]) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "results.json").write_text(json.dumps(report, indent=2))
+        write_json(self.output_dir / RESULTS_FILE, report)
         rows = report.get("quality") or []
         if len(rows) > 1:
             with open(self.output_dir / "quality_vs_steps.csv", "w", newline="") as file:
@@ -291,8 +275,8 @@ class DDPMEvaluator:
             folder = Path(self.args.model)
             earlier = (read_json(folder / EVAL_RESULTS_FILE) or {}).get("results") or []
             results = merge_results(earlier, report["results"])
-            (folder / EVAL_RESULTS_FILE).write_text(json.dumps({"results": results}, indent=2))
-            repo_id = ((read_json(folder / TRAINING_RUN_FILE) or {}).get("run") or {}).get("repo_id")
+            write_json(folder / EVAL_RESULTS_FILE, {"results": results})
+            repo_id = (training_record(folder).get("run") or {}).get("repo_id")
             write_model_card(folder, self.pipeline, repo_id or str(folder))
 
 

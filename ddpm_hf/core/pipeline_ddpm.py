@@ -7,22 +7,21 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import CommitInfo
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-from .demonstrations import interpolate, progressive_grid, shared_latent_samples
-from .hub import missing_on_hub, push_pipeline
+from .images import to_unit_range
+from .paper_sampling import Images, PaperDemonstrationsMixin
 from .scheduling_ddpm_paper import NoiseBuffer, PaperDDPMScheduler, check_generators
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
-Images = list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
 @dataclass
@@ -45,7 +44,7 @@ class DDPMPipelineOutput(BaseOutput):
     noisy_samples: list[Images] | None = None
 
 
-class DDPMPipeline(DiffusionPipeline):
+class DDPMPipeline(DiffusionPipeline, PaperDemonstrationsMixin):
     """Sampling from a DDPM: x_T ~ N(0, I), then `scheduler.step` from t = T down to the chain's last step.
 
     Components:
@@ -214,7 +213,7 @@ class DDPMPipeline(DiffusionPipeline):
 
     def _postprocess(self, sample: torch.Tensor, output_type: str) -> Images:
         """[-1, 1] model space to [0, 1] images in the requested format."""
-        images = (sample.float() / 2 + 0.5).clamp(0, 1)
+        images = to_unit_range(sample)
         if output_type == "pt":
             return images.contiguous()
         images = images.cpu().permute(0, 2, 3, 1).numpy()
@@ -242,45 +241,6 @@ class DDPMPipeline(DiffusionPipeline):
         finally:
             self.register_to_config(scheduler=own)
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        license: str | None = None,
-        num_sample_images: int = 16,
-        seed: int = 0,
-    ) -> CommitInfo:
-        """Upload the pipeline to the Hub with this project's model card and a sample grid, as one commit.
-
-        The arguments before `license` are diffusers' own. `license` is the card's licence of the weights.
-        A pipeline loaded from a folder the trainer wrote carries that run's record, measurements and sample
-        grid up with it; otherwise `num_sample_images` samples seeded by `seed` (0: none) make the grid.
-        Returns the commit's URL (a `CommitInfo`); raises `ddpm_hf.hub.HubPushError` if the upload fails.
-        """
-        return push_pipeline(
-            self,
-            repo_id,
-            commit_message=commit_message,
-            private=private,
-            token=token,
-            create_pr=create_pr,
-            license=license,
-            num_sample_images=num_sample_images,
-            seed=seed,
-            safe_serialization=safe_serialization,
-            variant=variant,
-        )
-
-    # The paper's demonstrations (ddpm_hf.demonstrations), as methods: `pipe.interpolate(image_a, image_b, t)`.
-    progressive_grid = progressive_grid
-    shared_latent_samples = shared_latent_samples
-    interpolate = interpolate
-
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast | None:
     """`torch.autocast` to `dtype` on `device`'s type, checked to take effect there; `None` for no autocast."""
@@ -306,3 +266,22 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast
         other = torch.bfloat16 if dtype == torch.float16 else torch.float16
         raise ValueError(f"{unsupported}; try {other} or None.")
     return autocast
+
+
+def missing_on_hub(name_or_path: str, revision: str | None = None, token: str | bool | None = None) -> str | None:
+    """Why `name_or_path` at `revision` cannot load, when the Hub says the repo or the revision does not
+    exist; None when it is a local path, the Hub is off (HF_HUB_OFFLINE) or unreachable, or both exist."""
+    if constants.HF_HUB_OFFLINE or Path(name_or_path).exists():
+        return None
+    try:
+        HfApi(token=token).model_info(name_or_path, revision=revision)
+    except RepositoryNotFoundError:
+        return (
+            f"{name_or_path} is neither a local folder nor a model repo on {constants.ENDPOINT} (or the repo is "
+            "private and no token with access to it was given)."
+        )
+    except RevisionNotFoundError:
+        return f"The repo {name_or_path} on {constants.ENDPOINT} has no revision {revision!r} (branch, tag or commit)."
+    except Exception:  # unreachable, or not a repo id at all: the loader's own error says more
+        return None
+    return None

@@ -17,50 +17,14 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-from .hub import check_repo_id
-from .schedules import BETA_SCHEDULES
-from .scheduling_ddpm_paper import PREDICTION_TYPES, VARIANCE_TYPES
-from .unets import UNET_PRESETS
+from ..core.schedules import BETA_SCHEDULES
+from ..core.scheduling_ddpm_paper import PREDICTION_TYPES, VARIANCE_TYPES
+from ..core.unets import UNET_PRESETS
+from ..tools.data import DataArguments
+from ..tools.hub import check_repo_id
+from ..tools.run_folder import DEFAULT_LOGGING_DIR
 
 DEFAULT_LICENSE = "apache-2.0"
-
-
-@dataclass
-class DataArguments:
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "A dataset on the Hub (or a local dataset folder) read with `datasets.load_dataset`."},
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
-    train_data_dir: str | None = field(
-        default=None, metadata={"help": "A local folder of images (any depth), read as an `imagefolder`."}
-    )
-    eval_data_dir: str | None = field(
-        default=None, metadata={"help": "A local folder of held-out images; default: a split of the training data."}
-    )
-    image_column: str | None = field(
-        default=None, metadata={"help": "The dataset column holding the images; default: the first image column."}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` caches downloads."})
-    eval_split_fraction: float = field(
-        default=0.1,
-        metadata={"help": "Fraction of the training images held out for evaluation when the data has no test split."},
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training images (after the held-out split)."}
-    )
-    resolution: int = field(default=8, metadata={"help": "Side of the square training images, in pixels."})
-    center_crop: bool = field(
-        default=True,
-        metadata={
-            "help": "Scale the short side to the resolution and keep the centre square; false: squash the whole "
-            "image to a square. (No random crops: images are decoded once.)"
-        },
-    )
-    random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
-    skip_bad_images: bool = field(
-        default=False, metadata={"help": "Skip (and count) unreadable images instead of stopping with their name."}
-    )
 
 
 @dataclass
@@ -134,7 +98,7 @@ class TrainingArguments:
     )
     allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)."})
     logger: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, or none."})
-    logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to output_dir."})
+    logging_dir: str = field(default=DEFAULT_LOGGING_DIR, metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Log (and check the loss is finite) every N steps."})
     save_images_steps: int = field(
         default=0, metadata={"help": "Also write a sample grid every N steps (0: only at the end)."}
@@ -295,6 +259,12 @@ def scrub_secrets(argv: list[str]) -> None:
                 argv[i + 1] = "***"
 
 
+def given_flags(argv: list[str]) -> set[str]:
+    """The names of the flags given on a command line (`--name value`, `--name=value`, `--some-name`), as the
+    dataclass fields spell them; the same for every script."""
+    return {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+
+
 def _field_names() -> set[str]:
     return {f.name for cls in ARGUMENT_GROUPS for f in dataclasses.fields(cls)}
 
@@ -330,7 +300,7 @@ def parse_train_args(argv: list[str] | None = None) -> DDPMTrainArguments:
     parser.add_argument("--config", help="A JSON or YAML file of arguments; flags override it.")
     parser.set_defaults(**{**PRESETS.get(preset, {}), **file_values})
     data, model, train, hub, *_ = parser.parse_args_into_dataclasses(args=rest)
-    given = set(file_values) | {token[2:].split("=")[0].replace("-", "_") for token in rest if token.startswith("--")}
+    given = set(file_values) | given_flags(rest)
     if "train_batch_size" in given and "total_batch_size" not in given:
         train.total_batch_size = None  # a batch size given for this run wins over a preset's total
     return DDPMTrainArguments(data=data, model=model, train=train, hub=hub, preset=preset)

@@ -15,16 +15,59 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import PIL.Image
 import torch
 
-from .training_args import DataArguments
-
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DIGITS_SOURCE = "sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)"
+DIGITS_ID = "sklearn-digits"
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A dataset on the Hub (or a local dataset folder) read with `datasets.load_dataset`."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_data_dir: str | None = field(
+        default=None, metadata={"help": "A local folder of images (any depth), read as an `imagefolder`."}
+    )
+    eval_data_dir: str | None = field(
+        default=None, metadata={"help": "A local folder of held-out images; default: a split of the training data."}
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "The dataset column holding the images; default: the first image column."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` caches downloads."})
+    eval_split_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the training images held out for evaluation when the data has no test split."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training images (after the held-out split)."}
+    )
+    resolution: int = field(default=8, metadata={"help": "Side of the square training images, in pixels."})
+    center_crop: bool = field(
+        default=True,
+        metadata={
+            "help": "Scale the short side to the resolution and keep the centre square; false: squash the whole "
+            "image to a square. (No random crops: images are decoded once.)"
+        },
+    )
+    random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
+    skip_bad_images: bool = field(
+        default=False, metadata={"help": "Skip (and count) unreadable images instead of stopping with their name."}
+    )
+
+    def dataset_id(self) -> str:
+        """A short name of the data: the Hub dataset, the image folder's name, or the digits."""
+        if self.dataset_name:
+            return self.dataset_name
+        return os.path.basename(os.path.normpath(self.train_data_dir)) if self.train_data_dir else DIGITS_ID
 
 
 @dataclass
@@ -221,10 +264,7 @@ def step_generator(seed: int, micro_step: int, rank: int, device: torch.device) 
     return torch.Generator(device=device).manual_seed(state)
 
 
-def to_model_range(images: torch.Tensor, generator: torch.Generator | None, random_flip: bool) -> torch.Tensor:
-    """uint8 images to float32 in [-1, 1] (x / 127.5 - 1), flipped left-right at random when asked."""
-    x = images.float() / 127.5 - 1
-    if random_flip:
-        flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x
+def random_flip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Each image flipped left-right with probability 1/2, drawn from `generator` (the paper's augmentation)."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)

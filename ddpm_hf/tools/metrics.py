@@ -44,6 +44,7 @@ import torch
 from huggingface_hub import constants
 from torch import nn
 
+from ..core.images import to_model_range, to_uint8, to_unit_range
 from .inception import NUM_FEATURES, FIDInceptionV3, load_fid_inception
 
 METRICS_EXTRA = 'pip install "ddpm_hf[metrics]"'
@@ -73,7 +74,7 @@ def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     if images.dtype != torch.uint8:
         if not images.is_floating_point():
             raise ValueError(f"Images must be uint8 in [0, 255] or float in [-1, 1]; got dtype {images.dtype}.")
-        images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        images = to_uint8(to_unit_range(images))
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
@@ -134,7 +135,7 @@ class RandomFeatureSpace(FeatureSpace):
         self.net = nn.Sequential(*layers[:-1]).requires_grad_(False).eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.net(images.float() / 127.5 - 1).mean(dim=(2, 3)), None
+        return self.net(to_model_range(images)).mean(dim=(2, 3)), None
 
 
 def build_feature_space(

@@ -2,26 +2,23 @@
 
 A card is a function of the folder: the pipeline's own configs, and, when present, the trainer's record
 of the run (`training_run.json`), the measurements of `train_scripts/evaluate_ddpm.py`
-(`eval_results.json`) and the sample grid (`samples.png`). The trainer, `DDPMPipeline.push_to_hub` and
+(`eval_results.json`) and the sample grid (`samples.png`). The trainer, `ddpm_hf.tools.hub.push_pipeline` and
 `train_scripts/push_to_hub.py` all render it this way, so the same folder gives the same card.
 """
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-if TYPE_CHECKING:
-    from .pipeline_ddpm import DDPMPipeline
+from .run_folder import EVAL_RESULTS_FILE, MODEL_CARD_FILE, SAMPLES_FILE, TRAINING_RUN_FILE, read_json
 
-TRAIN_ARGS_FILE = "train_args.json"
-TRAINING_RUN_FILE = "training_run.json"
-EVAL_RESULTS_FILE = "eval_results.json"
-SAMPLES_FILE = "samples.png"
+if TYPE_CHECKING:
+    from ..core.pipeline_ddpm import DDPMPipeline
+
 TAGS = ["pytorch", "diffusers", "ddpm", "unconditional-image-generation"]
 TASK = "unconditional-image-generation"
 
@@ -29,14 +26,10 @@ TASK = "unconditional-image-generation"
 def _template(name: str) -> str:
     """A template from the checkout's `model_cards/` (source and editable installs), else from the wheel,
     which installs that folder as the package `ddpm_hf.model_cards` (see setup.py)."""
-    checkout = Path(__file__).resolve().parents[1] / "model_cards" / name
+    checkout = Path(__file__).resolve().parents[2] / "model_cards" / name
     if checkout.is_file():
         return checkout.read_text()
     return resources.files("ddpm_hf.model_cards").joinpath(name).read_text()
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, license: str | None = None) -> ModelCard:
@@ -92,7 +85,7 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
 def write_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, license: str | None = None) -> ModelCard:
     """Render the card of `folder` (see `render_model_card`) and write it to `folder/README.md`."""
     card = render_model_card(folder, pipeline, repo_or_path, license)
-    card.save(Path(folder) / "README.md")
+    card.save(Path(folder) / MODEL_CARD_FILE)
     return card
 
 

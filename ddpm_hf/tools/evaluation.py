@@ -1,56 +1,28 @@
 """Evaluating a DDPM as the paper reports it: the bound in bits/dim on a test split (Table 2) and FID /
 KID / IS of samples (Table 1), from one process or many.
 
-The work is cut into fixed chunks of the global index range (images to score, samples to draw), chunk k
-going to process k mod P with its own generator seeded by (seed, k); the results are gathered in chunk
-order. N processes therefore compute exactly what one computes, only faster.
+Images and samples are shared over processes in fixed chunks (`ddpm_hf.tools.distributed`), so N
+processes compute exactly what one computes, only faster. The trainer and the evaluation job score
+through the same functions here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object
 
-from .data import to_model_range
-from .likelihood import VariationalBound, bits_per_dim
-from .scheduling_ddpm_paper import PaperDDPMScheduler
-from .training_args import DataArguments
+from ..core.images import to_model_range, to_uint8
+from ..core.likelihood import VariationalBound, bits_per_dim
+from ..core.scheduling_ddpm_paper import PaperDDPMScheduler
+from .distributed import chunk_generator, map_chunks, on_main_process
+from .metrics import ImageQualityMetrics, build_feature_space
 
 if TYPE_CHECKING:
-    from .pipeline_ddpm import DDPMPipeline
-
-T = TypeVar("T")
-
-
-def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.Generator:
-    """The generator of chunk `chunk`: a pure function of (seed, chunk), whichever process draws it."""
-    state = np.random.SeedSequence([seed, chunk]).generate_state(2, dtype=np.uint32)
-    return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def _chunks(num_items: int, batch_size: int) -> list[range]:
-    return [range(start, min(start + batch_size, num_items)) for start in range(0, num_items, batch_size)]
-
-
-def map_chunks(num_items: int, batch_size: int, work) -> list:
-    """`work(k, indices)` for this process's chunks; every process gets all results, in chunk order."""
-    state = PartialState()
-    mine = [
-        (k, work(k, chunk))
-        for k, chunk in enumerate(_chunks(num_items, batch_size))
-        if k % state.num_processes == state.process_index
-    ]
-    gathered = gather_object(mine) if state.num_processes > 1 else mine
-    return [result for _, result in sorted(gathered, key=lambda item: item[0])]
+    from ..core.pipeline_ddpm import DDPMPipeline
 
 
 @dataclass
@@ -84,6 +56,16 @@ class BoundResult:
         n = len(self.per_image_bpd)
         return float(self.per_image_bpd.std() / math.sqrt(n)) if n > 1 else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bpd": self.mean,
+            "stderr": self.stderr,
+            "prior_bpd": self.prior_bpd,
+            "decoder_bpd": self.decoder_bpd,
+            "num_timesteps": self.num_timesteps,
+            "is_estimate": self.is_estimate,
+        }
+
 
 @torch.no_grad()
 def evaluate_bound(
@@ -100,7 +82,7 @@ def evaluate_bound(
     device = next(unet.parameters()).device
 
     def work(k: int, indices: range) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x0 = to_model_range(images[indices.start : indices.stop].to(device), None, False)
+        x0 = to_model_range(images[indices.start : indices.stop].to(device))
         bound = bits_per_dim(unet, scheduler, x0, chunk_generator(seed, k, device), progress, num_timesteps)
         return bound.total_bpd.double().cpu(), bound.prior_bpd.double().cpu(), bound.terms_bpd[:, 0].double().cpu()
 
@@ -130,13 +112,54 @@ def generate(
             num_inference_steps=num_inference_steps,
             output_type="pt",
         ).images
-        return (images * 255).round().to(torch.uint8).cpu()
+        return to_uint8(images).cpu()
 
     return torch.cat(map_chunks(num_samples, batch_size, work))
 
 
+def sample_metrics(
+    feature_space: str, inception_weights: str | None, device: torch.device, batch_size: int, seed: int
+) -> ImageQualityMetrics:
+    """The FID / KID / IS scorer on the main process (None on the others), built before any sampling: a failure
+    there (no Inception weights, no torchmetrics) stops every process at once."""
+
+    def build() -> ImageQualityMetrics:
+        space = build_feature_space(feature_space, inception_weights, device=device)
+        return ImageQualityMetrics(space, batch_size=batch_size, seed=seed)
+
+    return on_main_process(build)
+
+
+def score_samples(
+    metrics: ImageQualityMetrics | None,
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    dataset: str,
+    split: str,
+    batch_size: int,
+    stats_cache_dir: str | None = None,
+) -> dict[str, float] | None:
+    """FID, KID (and IS in the Inception space) of uint8 `samples` against the uint8 `real` images, whose
+    statistics are read from the cache (keyed by `dataset`, `split` and a hash of the images) or computed once
+    per `metrics` object; None on processes without a scorer (`sample_metrics`)."""
+    if metrics is None:
+        return None
+    if metrics.num_real == 0:
+        metrics.add_real_cached(
+            stats_dataset(dataset, real),
+            split,
+            real.shape[-1],
+            len(real),
+            lambda: real.split(batch_size),
+            stats_cache_dir,
+        )
+    metrics.reset_fake()
+    metrics.add_fake(samples)
+    return metrics.compute()
+
+
 def bound_entry(bound: BoundResult, T: int, num_images: int, dataset: str, split: str, note: str = "") -> dict:
-    """The bound as a model-card measurement (`ddpm_hf.model_card`), saying how it was computed."""
+    """The bound as a model-card measurement (`ddpm_hf.tools.model_card`), saying how it was computed."""
     how = f"strided estimate over {bound.num_timesteps} of {T} timesteps" if bound.is_estimate else f"all {T} terms"
     return {
         "metric": "bits_per_dim",
@@ -161,34 +184,8 @@ def fid_entry(fid: float, feature_space: str, how: str, dataset: str, split: str
     }
 
 
-def dataset_id(data_args: DataArguments) -> str:
-    """A short name of the data the arguments select: the Hub dataset, the image folder's name, or the digits."""
-    if data_args.dataset_name:
-        return data_args.dataset_name
-    return Path(data_args.train_data_dir).name if data_args.train_data_dir else "sklearn-digits"
-
-
 def stats_dataset(name: str, images: torch.Tensor) -> str:
     """The dataset part of a statistics cache key: `name`, the channel count and a hash of the decoded images,
     so that another crop, split file, colour mode or dataset version never reuses the wrong statistics."""
     digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
     return f"{name}-{images.shape[1]}ch-{digest}"
-
-
-def on_main_process(make: Callable[[], T]) -> T | None:
-    """`make()` on the main process (None elsewhere); if it raises there, every process raises, so none is
-    left waiting in a collective call for a process that has stopped."""
-    state = PartialState()
-    result, error = None, None
-    if state.is_main_process:
-        try:
-            result = make()
-        except Exception as err:  # re-raised below on the main process, as a RuntimeError elsewhere
-            error = err
-    if state.num_processes > 1:
-        (message,) = broadcast_object_list([None if error is None else f"{type(error).__name__}: {error}"])
-        if message is not None and error is None:
-            raise RuntimeError(f"The main process failed: {message}")
-    if error is not None:
-        raise error
-    return result

@@ -3,25 +3,23 @@
 `DDPMTrainer(args).train()` is the whole job behind `train_scripts/train_ddpm.py`: it checks every
 argument and the data before training, trains with gradient accumulation, clipping, a warm-up LR
 schedule and an EMA of the weights, writes resumable checkpoints, logs to the chosen tracker, and
-saves the EMA pipeline, a sample grid and a model card.
+saves the EMA pipeline, a sample grid and a model card. Its shape is improved-diffusion's `TrainLoop`:
+`train` runs steps; a step is forward-backward on each micro-batch, then the update; after each step
+come logging, checkpoints, samples, evaluations and saves, each a method of its own.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
@@ -30,18 +28,28 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from . import checkpoints
-from .data import StepSampler, load_image_data, step_generator, to_model_range
-from .evaluation import BoundResult, bound_entry, dataset_id, fid_entry, generate, on_main_process, stats_dataset
-from .hub import HubPublisher, remove_snapshots, upload_patterns
-from .images import make_grid
-from .likelihood import bits_per_dim
-from .metrics import ImageQualityMetrics, build_feature_space
-from .model_card import SAMPLES_FILE, TRAIN_ARGS_FILE, TRAINING_RUN_FILE, write_model_card
-from .pipeline_ddpm import DDPMPipeline
-from .scheduling_ddpm_paper import PaperDDPMScheduler
-from .training_args import DDPMTrainArguments, TrainingArguments, check_train_args, scrub_secrets
-from .unets import training_unet_config
+from ..core.images import make_grid, to_model_range
+from ..core.likelihood import bits_per_dim
+from ..core.losses import l_simple
+from ..core.pipeline_ddpm import DDPMPipeline
+from ..core.scheduling_ddpm_paper import PaperDDPMScheduler
+from ..core.unets import training_unet_config
+from ..tools import checkpoints
+from ..tools.data import StepSampler, load_image_data, random_flip, step_generator
+from ..tools.distributed import on_main_process
+from ..tools.evaluation import BoundResult, bound_entry, fid_entry, generate, sample_metrics, score_samples
+from ..tools.hub import HubPublisher, remove_snapshots, upload_patterns
+from ..tools.model_card import write_model_card
+from ..tools.run_folder import (
+    CHECKPOINTS_DIR,
+    SAMPLES_FILE,
+    TRAIN_ARGS_FILE,
+    TRAINING_RUN_FILE,
+    holds_pipeline,
+    step_samples_path,
+    write_json,
+)
+from .arguments import DDPMTrainArguments, TrainingArguments, check_train_args, scrub_secrets
 
 logger = get_logger(__name__)
 
@@ -55,14 +63,35 @@ class DDPMTrainer:
     """Set up (and validate) a training run; `train()` runs it."""
 
     def __init__(self, args: DDPMTrainArguments):
-        self.args = args
-        data_args, model_args, train_args = args.data, args.model, args.train
         check_train_args(args)
-        config = training_unet_config(model_args.unet, data_args.resolution, model_args.dropout)
+        self.args, train_args = args, args.train
         self.output_dir = Path(train_args.output_dir)
-        self.checkpoint_root = self.output_dir / "checkpoints"
+        self.checkpoint_root = self.output_dir / CHECKPOINTS_DIR
         self.resume_path = self._check_output_dir()
-        self.accelerator = accelerator = Accelerator(
+        self.accelerator = self._accelerator()
+        self.batch_size = _per_process_batch(train_args, self.accelerator.num_processes)
+        self.total_batch_size = (
+            self.batch_size * self.accelerator.num_processes * train_args.gradient_accumulation_steps
+        )
+        self.scheduler = self._noise_scheduler()
+        unet_config = training_unet_config(args.model.unet, args.data.resolution, args.model.dropout)
+        self._load_data(unet_config["in_channels"])
+        self.quality = self._sample_metrics()
+        self._batches()
+        if self.resume_path is not None:
+            self._check_resumable()
+        self._build_model(unet_config)
+        self.global_step = 0
+        self.micro_step = 0
+        self.train_seconds = 0.0  # over all runs of this training, resumed ones included
+        self.results: dict[str, dict] = {}  # the latest measurement of each metric, for the card
+        self.publisher = self._publisher()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _accelerator(self) -> Accelerator:
+        train_args = self.args.train
+        return Accelerator(
             # Without an accelerator, `accelerate launch --multi_gpu` starts torchrun processes that accelerate
             # leaves unconnected unless told to use the CPU: then they join a gloo group (MULTI_CPU).
             cpu=not torch.accelerator.is_available(),
@@ -74,9 +103,10 @@ class DDPMTrainer:
             ),
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=train_args.ddp_timeout))],
         )
-        self.batch_size = _per_process_batch(train_args, accelerator.num_processes)
-        self.total_batch_size = self.batch_size * accelerator.num_processes * train_args.gradient_accumulation_steps
-        self.scheduler = PaperDDPMScheduler(
+
+    def _noise_scheduler(self) -> PaperDDPMScheduler:
+        model_args = self.args.model
+        return PaperDDPMScheduler(
             num_train_timesteps=model_args.num_train_timesteps,
             beta_schedule=model_args.beta_schedule,
             beta_start=model_args.beta_start,
@@ -85,25 +115,35 @@ class DDPMTrainer:
             variance_type=model_args.variance_type,
         )
 
-        with accelerator.main_process_first():
-            self.data = load_image_data(data_args, channels=config["in_channels"])
+    def _load_data(self, channels: int) -> None:
+        """Decode the training and held-out images once (the main process first, so caches are filled once)."""
+        with self.accelerator.main_process_first():
+            self.data = load_image_data(self.args.data, channels=channels)
         if self.data.skipped:
             logger.warning(f"Skipped {len(self.data.skipped)} unreadable images, e.g. {self.data.skipped[:3]}")
+        train_args = self.args.train
         if (train_args.eval_steps or train_args.eval_fid_steps) and len(self.data.eval) < 2:
             raise ValueError(
                 "The held-out set has fewer than 2 images; give --eval_data_dir or set --eval_steps and "
                 "--eval_fid_steps to 0."
             )
 
-        # The feature network is built now, so missing Inception weights stop the run before training.
-        def feature_metrics() -> ImageQualityMetrics:
-            space = build_feature_space(
-                train_args.eval_feature_space, train_args.inception_weights, device=accelerator.device
-            )
-            return ImageQualityMetrics(space, batch_size=train_args.eval_batch_size, seed=train_args.seed)
+    def _sample_metrics(self):
+        """The FID scorer, built now so that missing Inception weights stop the run before training."""
+        train_args = self.args.train
+        if not train_args.eval_fid_steps:
+            return None
+        return sample_metrics(
+            train_args.eval_feature_space,
+            train_args.inception_weights,
+            self.accelerator.device,
+            train_args.eval_batch_size,
+            train_args.seed,
+        )
 
-        # Only the main process scores; a failure there (no Inception weights) stops every process now.
-        self.quality = on_main_process(feature_metrics) if train_args.eval_fid_steps else None
+    def _batches(self) -> None:
+        """The images on the device (when small enough), the step sampler, and the number of steps."""
+        train_args, accelerator = self.args.train, self.accelerator
         on_device = self.data.train.numel() <= MAX_DEVICE_DATA_BYTES
         self.images = self.data.train.to(accelerator.device) if on_device else self.data.train
         self.sampler = StepSampler(
@@ -121,24 +161,20 @@ class DDPMTrainer:
                 f"An epoch of {len(self.data.train)} images is less than one optimizer step of "
                 f"{self.total_batch_size}; give --max_train_steps."
             )
-        if self.resume_path is not None:
-            self._check_resumable()
 
+    def _build_model(self, unet_config: dict) -> None:
+        """The UNet (the same initial weights on every process), its EMA, AdamW and the LR schedule."""
+        train_args, accelerator = self.args.train, self.accelerator
         if accelerator.device.type == "cpu":
             torch.set_num_threads(train_args.cpu_threads or _cores_per_local_process())
         set_seed(train_args.seed)  # the same initial weights on every process
-        unet = UNet2DModel(**config)
+        unet = UNet2DModel(**unet_config)
         set_seed(train_args.seed, device_specific=True)  # but each process its own dropout masks
         if train_args.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         if train_args.channels_last:
             unet = unet.to(memory_format=torch.channels_last)
-        if train_args.allow_tf32:
-            if torch.cuda.is_available():
-                torch.backends.cuda.matmul.allow_tf32 = True
-                torch.backends.cudnn.allow_tf32 = True
-            else:
-                logger.warning("--allow_tf32 has no effect without a CUDA device.")
+        _allow_tf32(train_args.allow_tf32)
         self.ema = _ema(unet, train_args) if train_args.use_ema else None
         optimizer = torch.optim.AdamW(
             unet.parameters(),
@@ -162,27 +198,6 @@ class DDPMTrainer:
         if self.ema is not None:
             self.ema.to(accelerator.device)
             accelerator.register_for_checkpointing(self.ema)
-        self.global_step = 0
-        self.train_seconds = 0.0  # over all runs of this training, resumed ones included
-        self.results: dict[str, dict] = {}  # the latest measurement of each metric, for the card
-        self.publisher = self._publisher()
-
-    # ------------------------------------------------------------------ checks
-
-    def _check_output_dir(self) -> Path | None:
-        """An output folder that holds another run is an error unless resuming it; the checkpoint must exist."""
-        resume = self.args.train.resume_from_checkpoint
-        holds_run = (
-            bool(checkpoints.complete_checkpoints(self.checkpoint_root))
-            or (self.output_dir / "model_index.json").exists()
-        )
-        path = None if resume is None else checkpoints.resolve(resume, self.checkpoint_root)
-        if holds_run and (path is None or path.resolve().parent != self.checkpoint_root.resolve()):
-            raise ValueError(
-                f"--output_dir {self.output_dir} holds another run. Pass --resume_from_checkpoint latest to continue "
-                "it, or choose another --output_dir."
-            )
-        return path
 
     def _publisher(self) -> HubPublisher | None:
         """With --push_to_hub, the repo is created now (main process): a bad token or an unreachable Hub fails
@@ -192,6 +207,20 @@ class DDPMTrainer:
             return None
         repo_id = hub.hub_model_id or self.output_dir.resolve().name
         return on_main_process(lambda: HubPublisher(repo_id, hub.hub_token, hub.hub_private_repo))
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_output_dir(self) -> Path | None:
+        """An output folder that holds another run is an error unless resuming it; the checkpoint must exist."""
+        resume = self.args.train.resume_from_checkpoint
+        holds_run = bool(checkpoints.complete_checkpoints(self.checkpoint_root)) or holds_pipeline(self.output_dir)
+        path = None if resume is None else checkpoints.resolve(resume, self.checkpoint_root)
+        if holds_run and (path is None or path.resolve().parent != self.checkpoint_root.resolve()):
+            raise ValueError(
+                f"--output_dir {self.output_dir} holds another run. Pass --resume_from_checkpoint latest to continue "
+                "it, or choose another --output_dir."
+            )
+        return path
 
     def _run_state(self) -> dict:
         return {
@@ -211,10 +240,10 @@ class DDPMTrainer:
                 f"{self.resume_path} was written by a different set-up ({shown}); it cannot resume exactly."
             )
 
-    def _check_finite(self, loss_was_nonfinite: torch.Tensor) -> None:
+    def _check_finite(self) -> None:
         """Stop, on every process, if a loss since the last check or the weights are not finite."""
         weights_norm = torch.nn.utils.get_total_norm(list(self.unet.parameters()), norm_type=float("inf"))
-        bad = loss_was_nonfinite.float().maximum((~torch.isfinite(weights_norm)).float())
+        bad = self.nonfinite.float().maximum((~torch.isfinite(weights_norm)).float())
         if bool(self.accelerator.reduce(bad, "max")):
             found = checkpoints.complete_checkpoints(self.checkpoint_root)
             last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
@@ -223,99 +252,72 @@ class DDPMTrainer:
                 f"({last}). Lower --learning_rate, raise --lr_warmup_steps, or train in full precision."
             )
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ the loop
 
     def train(self) -> Path:
         """Train to `max_steps` optimizer steps, then save the pipeline, samples and card; returns `output_dir`."""
-        train_args, accelerator = self.args.train, self.accelerator
+        self._start()
+        progress = tqdm(
+            total=self.max_steps,
+            initial=self.global_step,
+            disable=not self.accelerator.is_main_process,
+            desc="train",
+        )
+        while self.global_step < self.max_steps:
+            self._run_step()
+            progress.update(1)
+            self._after_step(progress)
+        progress.close()
+        self._finish()
+        return self.output_dir
+
+    def _start(self) -> None:
+        """Resume if asked, prepare the output folder and the trackers, and zero the monitors."""
         if self.resume_path is not None:
-            accelerator.load_state(str(self.resume_path))
-            if self.ema is not None:
-                self.ema.to(accelerator.device)  # accelerate loads custom state onto the CPU
-            state = checkpoints.read_state(self.resume_path)
-            self.global_step, self.train_seconds = state["global_step"], state.get("train_seconds", 0.0)
-            logger.info(f"Resumed from {self.resume_path} at step {self.global_step}")
+            self._resume()
+        accelerator = self.accelerator
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.remove_unfinished(self.checkpoint_root)
             remove_snapshots(self.output_dir)
-            (self.output_dir / TRAIN_ARGS_FILE).write_text(json.dumps(self.args.to_dict(), indent=2))
+            write_json(self.output_dir / TRAIN_ARGS_FILE, self.args.to_dict())
         scrub_secrets(sys.argv)  # before a tracker records the command line
-        if train_args.logger != "none":
+        if self.args.train.logger != "none":
             accelerator.init_trackers("ddpm", config=_scalar_config(self.args.to_dict()))
-
         device = accelerator.device
-        loss_sum = torch.zeros((), device=device)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        grad_norm = torch.zeros((), device=device)
-        micro_step = self.global_step * train_args.gradient_accumulation_steps
-        progress = tqdm(
-            total=self.max_steps, initial=self.global_step, disable=not accelerator.is_main_process, desc="train"
-        )
-        last_time, last_step = time.perf_counter(), self.global_step
-        self._clock = last_time - self.train_seconds
-        while self.global_step < self.max_steps:
-            with accelerator.accumulate(self.unet):
-                loss = self._loss(micro_step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(self.unet.parameters(), train_args.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            micro_step += 1
-            loss_sum += loss.detach()
-            nonfinite |= ~torch.isfinite(loss.detach())
-            if not accelerator.sync_gradients:
-                continue
-            if not self.optimizer.step_was_skipped:  # fp16 loss scaling skips steps with inf gradients
-                self.lr_scheduler.step()
-                if self.ema is not None:
-                    self.ema.step(self.unet.parameters())
-            self.global_step += 1
-            progress.update(1)
-            step = self.global_step
-            if _every(step, train_args.logging_steps) or step == self.max_steps:
-                self._check_finite(nonfinite)
-                now = time.perf_counter()
-                steps_per_second = (step - last_step) / (now - last_time)
-                micro_steps = (step - last_step) * train_args.gradient_accumulation_steps
-                logs = {
-                    "loss": accelerator.reduce(loss_sum, "mean").item() / micro_steps,
-                    "lr": self.lr_scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "steps_per_second": steps_per_second,
-                    "images_per_second": steps_per_second * self.total_batch_size,
-                }
-                if self.ema is not None:
-                    logs["ema_decay"] = self.ema.cur_decay_value
-                accelerator.log(logs, step=step)
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", it_s=f"{steps_per_second:.1f}")
-                loss_sum.zero_()
-                last_time, last_step = time.perf_counter(), step
-            if _every(step, train_args.checkpointing_steps):
-                self._check_finite(nonfinite)
-                self._save_checkpoint()
-            if _every(step, train_args.save_images_steps) and step < self.max_steps:
-                self._sample_grid(self.output_dir / "samples" / f"step-{step}.png")
-            if _every(step, train_args.eval_steps):
-                self._evaluate()
-            if _every(step, train_args.eval_fid_steps):
-                self._evaluate_fid()
-            if _every(step, train_args.save_model_steps) and step < self.max_steps:
-                self._save_pipeline(final=False)
-        progress.close()
-        self._check_finite(nonfinite)
-        # The card reports measurements of the weights it describes; the bound with all its terms, as the
-        # strided estimate can be far off where the terms change fast (the last steps of the chain).
-        if train_args.eval_steps:
-            self._evaluate(full=True)
-        if train_args.eval_fid_steps and not _every(self.global_step, train_args.eval_fid_steps):
-            self._evaluate_fid()
-        self._save_pipeline(final=True)
-        accelerator.end_training()
-        if self.publisher is not None:
-            self._push(final=True)
-        return self.output_dir
+        self.loss_sum = torch.zeros((), device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.grad_norm = torch.zeros((), device=device)
+        self.micro_step = self.global_step * self.args.train.gradient_accumulation_steps
+        self._last_log = (time.perf_counter(), self.global_step)
+        self._clock = time.perf_counter() - self.train_seconds
+
+    def _resume(self) -> None:
+        self.accelerator.load_state(str(self.resume_path))
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)  # accelerate loads custom state onto the CPU
+        state = checkpoints.read_state(self.resume_path)
+        self.global_step, self.train_seconds = state["global_step"], state.get("train_seconds", 0.0)
+        logger.info(f"Resumed from {self.resume_path} at step {self.global_step}")
+
+    def _run_step(self) -> None:
+        """One optimizer step: forward-backward over each micro-batch; the last one also updates."""
+        while not self._forward_backward():
+            pass
+
+    def _forward_backward(self) -> bool:
+        """The loss and gradients of one micro-batch, and the update if it ends the step; returns whether it did."""
+        accelerator = self.accelerator
+        with accelerator.accumulate(self.unet):
+            loss = self._loss(self.micro_step)
+            accelerator.backward(loss)
+            ends_step = accelerator.sync_gradients
+            if ends_step:
+                self._optimize()
+        self.micro_step += 1
+        self.loss_sum += loss.detach()
+        self.nonfinite |= ~torch.isfinite(loss.detach())
+        return ends_step
 
     def _loss(self, micro_step: int) -> torch.Tensor:
         """L_simple on this process's micro-batch, from the micro-step's own generator."""
@@ -324,26 +326,80 @@ class DDPMTrainer:
         batch = self.images[self.sampler.indices(micro_step)]
         if batch.device != device:  # a large dataset in host memory: copy the batch without blocking
             batch = (batch.pin_memory() if device.type == "cuda" else batch).to(device, non_blocking=True)
-        x0 = to_model_range(batch, generator, self.args.data.random_flip)
+        x0 = to_model_range(batch)
+        if self.args.data.random_flip:
+            x0 = random_flip(x0, generator)
         return l_simple(
             self.unet, self.scheduler, x0, generator, self.accelerator.autocast, self.args.train.channels_last
         )
 
-    # ------------------------------------------------------------------ outputs
+    def _optimize(self) -> None:
+        """Clip the gradients, step AdamW and, unless fp16 loss scaling skipped the step, the LR and the EMA."""
+        train_args = self.args.train
+        if train_args.max_grad_norm > 0:
+            self.grad_norm = self.accelerator.clip_grad_norm_(self.unet.parameters(), train_args.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.optimizer.step_was_skipped:
+            self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.step(self.unet.parameters())
+        self.global_step += 1
 
-    def _save_checkpoint(self) -> None:
-        accelerator = self.accelerator
-        tmp = checkpoints.temporary_dir(self.checkpoint_root, self.global_step)
-        if accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            state = {"global_step": self.global_step, "train_seconds": self._elapsed(), **self._run_state()}
-            limit = self.args.train.checkpoints_total_limit
-            logger.info(f"Saved {checkpoints.finish(self.checkpoint_root, self.global_step, state, limit)}")
-        accelerator.wait_for_everyone()
+    def _after_step(self, progress: tqdm) -> None:
+        """What runs every so many steps: logs, checkpoints, sample grids, evaluations, pipeline saves."""
+        train_args, step = self.args.train, self.global_step
+        if _every(step, train_args.logging_steps) or step == self.max_steps:
+            self._log(progress)
+        if _every(step, train_args.checkpointing_steps):
+            self._check_finite()
+            self._save_checkpoint()
+        if _every(step, train_args.save_images_steps) and step < self.max_steps:
+            self._sample_grid(step_samples_path(self.output_dir, step))
+        if _every(step, train_args.eval_steps):
+            self._evaluate()
+        if _every(step, train_args.eval_fid_steps):
+            self._evaluate_fid()
+        if _every(step, train_args.save_model_steps) and step < self.max_steps:
+            self._save_pipeline(final=False)
+
+    def _finish(self) -> None:
+        """The last measurements, the final pipeline and card, and the final push."""
+        train_args = self.args.train
+        self._check_finite()
+        # The card reports measurements of the weights it describes; the bound with all its terms, as the
+        # strided estimate can be far off where the terms change fast (the last steps of the chain).
+        if train_args.eval_steps:
+            self._evaluate(full=True)
+        if train_args.eval_fid_steps and not _every(self.global_step, train_args.eval_fid_steps):
+            self._evaluate_fid()
+        self._save_pipeline(final=True)
+        self.accelerator.end_training()
+        if self.publisher is not None:
+            self._push(final=True)
+
+    # ------------------------------------------------------------------ monitoring
+
+    def _log(self, progress: tqdm) -> None:
+        """Loss (averaged over processes and the micro-steps since the last log), LR, grad norm, speed."""
+        self._check_finite()
+        accelerator, step = self.accelerator, self.global_step
+        last_time, last_step = self._last_log
+        steps_per_second = (step - last_step) / (time.perf_counter() - last_time)
+        micro_steps = (step - last_step) * self.args.train.gradient_accumulation_steps
+        logs = {
+            "loss": accelerator.reduce(self.loss_sum, "mean").item() / micro_steps,
+            "lr": self.lr_scheduler.get_last_lr()[0],
+            "grad_norm": float(self.grad_norm),
+            "steps_per_second": steps_per_second,
+            "images_per_second": steps_per_second * self.total_batch_size,
+        }
+        if self.ema is not None:
+            logs["ema_decay"] = self.ema.cur_decay_value
+        accelerator.log(logs, step=step)
+        progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}", it_s=f"{steps_per_second:.1f}")
+        self.loss_sum.zero_()
+        self._last_log = (time.perf_counter(), step)
 
     def _pipeline(self) -> DDPMPipeline:
         """The pipeline of the weights that are sampled and saved: the EMA ones when an EMA is kept."""
@@ -381,7 +437,7 @@ class DDPMTrainer:
         if not self.accelerator.is_main_process:
             return
         train_args = self.args.train
-        x0 = to_model_range(self.data.eval[: train_args.eval_batch_size].to(self.accelerator.device), None, False)
+        x0 = to_model_range(self.data.eval[: train_args.eval_batch_size].to(self.accelerator.device))
         bound = bits_per_dim(
             self._pipeline().unet,
             self.scheduler,
@@ -391,44 +447,44 @@ class DDPMTrainer:
         )
         name = f"eval/bpd_estimate_{len(bound.timesteps)}_timesteps" if bound.is_estimate else "eval/bpd"
         self.accelerator.log({name: bound.total_bpd.mean().item()}, step=self.global_step)
-        result = BoundResult.from_bound(bound)
         weights = "EMA weights" if self.ema is not None else "weights"
         note = f"; {weights} of step {self.global_step}"
         self.results["bits_per_dim"] = bound_entry(
-            result, len(self.scheduler), len(x0), dataset_id(self.args.data), "held-out", note
+            BoundResult.from_bound(bound), len(self.scheduler), len(x0), self.args.data.dataset_id(), "held-out", note
         )
 
     def _evaluate_fid(self) -> None:
         """FID and KID of `eval_num_samples` samples of the sampled weights against the held-out images, through
-        the evaluation script's code: every process draws its share, the main one scores them."""
-        train_args = self.args.train
-        samples = generate(
-            self._pipeline(),
-            train_args.eval_num_samples,
-            train_args.eval_batch_size,
-            self.args.model.ddpm_num_inference_steps,
-            train_args.seed,
-        )
-        if self.quality is None:
+        the evaluation job's code: every process draws its share, the main one scores them."""
+        train_args, steps = self.args.train, self.args.model.ddpm_num_inference_steps
+        batch_size = train_args.eval_batch_size
+        samples = generate(self._pipeline(), train_args.eval_num_samples, batch_size, steps, train_args.seed)
+        dataset = self.args.data.dataset_id()
+        scores = score_samples(self.quality, samples, self.data.eval, dataset, "held-out", batch_size)
+        if scores is None:
             return
-        if self.quality.num_real == 0:
-            held_out = self.data.eval
-            self.quality.add_real_cached(
-                stats_dataset(dataset_id(self.args.data), held_out),
-                "held-out",
-                self.args.data.resolution,
-                len(held_out),
-                lambda: held_out.split(train_args.eval_batch_size),
-            )
-        self.quality.reset_fake()
-        self.quality.add_fake(samples)
-        scores = self.quality.compute()
         space = train_args.eval_feature_space
-        logs = {f"eval/fid_{space}": scores["fid"], f"eval/kid_{space}": scores["kid_mean"]}
-        self.accelerator.log(logs, step=self.global_step)
-        steps = self.args.model.ddpm_num_inference_steps or len(self.scheduler)
-        how = f"{len(samples)} samples, {steps} steps, step {self.global_step}"
-        self.results["fid"] = fid_entry(scores["fid"], space, how, dataset_id(self.args.data), "held-out")
+        self.accelerator.log(
+            {f"eval/fid_{space}": scores["fid"], f"eval/kid_{space}": scores["kid_mean"]}, step=self.global_step
+        )
+        how = f"{len(samples)} samples, {steps or len(self.scheduler)} steps, step {self.global_step}"
+        self.results["fid"] = fid_entry(scores["fid"], space, how, dataset, "held-out")
+
+    # ------------------------------------------------------------------ outputs
+
+    def _save_checkpoint(self) -> None:
+        accelerator = self.accelerator
+        tmp = checkpoints.temporary_dir(self.checkpoint_root, self.global_step)
+        if accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"global_step": self.global_step, "train_seconds": self._elapsed(), **self._run_state()}
+            limit = self.args.train.checkpoints_total_limit
+            logger.info(f"Saved {checkpoints.finish(self.checkpoint_root, self.global_step, state, limit)}")
+        accelerator.wait_for_everyone()
 
     def _save_pipeline(self, final: bool) -> None:
         """The EMA pipeline (safetensors), a sample grid, the run's record and the model card in `output_dir`,
@@ -440,7 +496,7 @@ class DDPMTrainer:
             pipe.save_pretrained(self.output_dir)
             self._sample_grid(self.output_dir / SAMPLES_FILE, pipe)
             record = {"args": self.args.to_dict(), "run": self._run_facts(), "results": list(self.results.values())}
-            (self.output_dir / TRAINING_RUN_FILE).write_text(json.dumps(record, indent=2))
+            write_json(self.output_dir / TRAINING_RUN_FILE, record)
             repo_or_path = self.publisher.repo_id if self.publisher else str(self.output_dir)
             write_model_card(self.output_dir, pipe, repo_or_path)
             if not final and self.args.hub.hub_strategy == "every_save" and self.publisher is not None:
@@ -468,7 +524,7 @@ class DDPMTrainer:
         seconds = self._elapsed()
         return {
             "dataset": self.data.source,
-            "dataset_id": dataset_id(self.args.data),
+            "dataset_id": self.args.data.dataset_id(),
             "num_train_images": len(self.data.train),
             "num_eval_images": len(self.data.eval),
             "channels": self.sample_unet.config.in_channels,
@@ -488,31 +544,6 @@ class DDPMTrainer:
         }
 
 
-def l_simple(
-    model: torch.nn.Module,
-    scheduler: PaperDDPMScheduler,
-    x0: torch.Tensor,
-    generator: torch.Generator,
-    autocast: Callable[[], AbstractContextManager],
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Algorithm 1's loss || target - model(x_t, t) ||^2, t ~ U{0..T-1}, eps ~ N(0, I), drawn from `generator`.
-
-    The target is eps, x_0 or v per `scheduler.config.prediction_type`. Noise and x_t are float32 and
-    only the model runs under `autocast()`, so bf16/fp16 training keeps the small-t noise.
-    """
-    t = torch.randint(0, len(scheduler), (x0.shape[0],), generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
-    x_t = scheduler.add_noise(x0, noise, t)
-    kind = scheduler.config.prediction_type
-    target = noise if kind == "epsilon" else x0 if kind == "sample" else scheduler.get_velocity(x0, noise, t)
-    if channels_last:
-        x_t = x_t.contiguous(memory_format=torch.channels_last)
-    with autocast():
-        prediction = model(x_t, t).sample
-    return F.mse_loss(prediction.float(), target)
-
-
 def _ema(unet: UNet2DModel, train_args: TrainingArguments) -> EMAModel:
     return EMAModel(
         unet.parameters(),
@@ -524,6 +555,16 @@ def _ema(unet: UNet2DModel, train_args: TrainingArguments) -> EMAModel:
         power=train_args.ema_power,
         foreach=True,
     )
+
+
+def _allow_tf32(allow: bool) -> None:
+    if not allow:
+        return
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        logger.warning("--allow_tf32 has no effect without a CUDA device.")
 
 
 def _cores_per_local_process() -> int:

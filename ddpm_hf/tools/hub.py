@@ -21,33 +21,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import CommitInfo, HfApi, constants, get_token, hf_hub_download
-from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .images import make_grid
-from .model_card import EVAL_RESULTS_FILE, SAMPLES_FILE, TRAIN_ARGS_FILE, TRAINING_RUN_FILE, write_model_card
+from ..core.images import make_grid
+from .model_card import write_model_card
+from .run_folder import (
+    CHECKPOINTS_DIR,
+    DEFAULT_LOGGING_DIR,
+    MODEL_CARD_FILE,
+    PIPELINE_FILES,
+    RUN_FILES,
+    SAMPLES_FILE,
+)
 
 if TYPE_CHECKING:
-    from .pipeline_ddpm import DDPMPipeline
+    from ..core.pipeline_ddpm import DDPMPipeline
 
 logger = logging.getLogger(__name__)
 
 PUSH_LATER = "python train_scripts/push_to_hub.py --output_dir {folder} --hub_model_id {repo_id}"
 SNAPSHOT_PREFIX = ".hub-push-"
-WRITE_ONCE = "checkpoints"
-RUN_FILES = (TRAINING_RUN_FILE, EVAL_RESULTS_FILE, TRAIN_ARGS_FILE, SAMPLES_FILE)
-PUBLISHED = [
-    "model_index.json",
-    "unet/*",
-    "scheduler/*",
-    "README.md",
-    SAMPLES_FILE,
-    TRAIN_ARGS_FILE,
-    TRAINING_RUN_FILE,
-    EVAL_RESULTS_FILE,
-]
+PUBLISHED = [*PIPELINE_FILES, MODEL_CARD_FILE, *RUN_FILES]
 # Never uploaded: what interrupted checkpoint saves leave behind, and the snapshots of background pushes.
-NEVER = ["checkpoints/.tmp-checkpoint-*/**", "checkpoints/.old-checkpoint-*/**", f"{SNAPSHOT_PREFIX}*/**"]
+NEVER = [f"{CHECKPOINTS_DIR}/.tmp-checkpoint-*/**", f"{CHECKPOINTS_DIR}/.old-checkpoint-*/**", f"{SNAPSHOT_PREFIX}*/**"]
 
 
 class HubPushError(RuntimeError):
@@ -62,31 +58,12 @@ def check_repo_id(repo_id: str, flag: str) -> None:
         raise ValueError(f"{flag} {repo_id!r} is not a Hub repo id: {err}") from None
 
 
-def missing_on_hub(name_or_path: str, revision: str | None = None, token: str | bool | None = None) -> str | None:
-    """Why `name_or_path` at `revision` cannot load, when the Hub says the repo or the revision does not
-    exist; None when it is a local path, the Hub is off (HF_HUB_OFFLINE) or unreachable, or both exist."""
-    if constants.HF_HUB_OFFLINE or Path(name_or_path).exists():
-        return None
-    try:
-        HfApi(token=token).model_info(name_or_path, revision=revision)
-    except RepositoryNotFoundError:
-        return (
-            f"{name_or_path} is neither a local folder nor a model repo on {constants.ENDPOINT} (or the repo is "
-            "private and no token with access to it was given)."
-        )
-    except RevisionNotFoundError:
-        return f"The repo {name_or_path} on {constants.ENDPOINT} has no revision {revision!r} (branch, tag or commit)."
-    except Exception:  # unreachable, or not a repo id at all: the loader's own error says more
-        return None
-    return None
-
-
-def upload_patterns(checkpoints: bool = False, logs: bool = False, logging_dir: str = "logs") -> list[str]:
+def upload_patterns(checkpoints: bool = False, logs: bool = False, logging_dir: str = DEFAULT_LOGGING_DIR) -> list[str]:
     """What of an output folder is uploaded (`allow_patterns`): the pipeline, card, sample grid and run records;
     the checkpoints and the tracker logs when asked. Nothing else in the folder goes up."""
     return [
         *PUBLISHED,
-        *(["checkpoints/**"] if checkpoints else []),
+        *([f"{CHECKPOINTS_DIR}/**"] if checkpoints else []),
         *([f"{logging_dir.strip('/')}/**"] if logs else []),
     ]
 
@@ -246,7 +223,7 @@ def make_snapshot(folder: Path, allow: Iterable[str] = tuple(PUBLISHED)) -> Path
                 continue
             target = snapshot / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            if relative.startswith(f"{WRITE_ONCE}/"):
+            if relative.startswith(f"{CHECKPOINTS_DIR}/"):
                 with contextlib.suppress(OSError):
                     os.link(path, target)
                     continue

@@ -1,0 +1,2 @@
+"""Jobs on the tools: argument dataclasses and presets, the trainer and the evaluator, which `train_scripts/`
+call."""
