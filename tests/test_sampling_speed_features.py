@@ -2,6 +2,7 @@
 public `step`, in-place noise, channels-last, mixed precision and torch.compile; no timings."""
 
 import collections
+import math
 import types
 
 import diffusers
@@ -95,7 +96,7 @@ def test_the_sync_watch_sees_diffusers_per_step_lookups(tiny_unet):
     assert seen["aten.nonzero"] >= 5 and seen["aten._local_scalar_dense"] >= 5
 
 
-# ---------------------------------------------------------------------------- the fast path is the public step
+# ---------------------------------------------------------------------------- Algorithm 2, once
 
 
 def fake_model(x, t, learned):
@@ -104,11 +105,25 @@ def fake_model(x, t, learned):
     return torch.cat([out, torch.sin(x + t)], dim=1) if learned else out
 
 
+def algorithm_2(scheduler, model_output, t, x, generator):
+    """Algorithm 2 written out from the scheduler's per-timestep tables (`p_mean_variance`, Python-float
+    coefficients, `randn_tensor` noise), independently of `SamplingPlan`: what `step` computed before it ran
+    through the plan."""
+    p = scheduler.p_mean_variance(model_output, t, x)
+    prev = p.mean
+    if t != scheduler.timesteps[-1]:
+        noise = randn_tensor(x.shape, generator=generator, dtype=p.mean.dtype)
+        log_variance = p.log_variance
+        std = (0.5 * log_variance).exp() if isinstance(log_variance, torch.Tensor) else math.exp(0.5 * log_variance)
+        prev = prev + std * noise
+    return prev.to(x.dtype), p.pred_original_sample
+
+
 @pytest.mark.parametrize("chain", [{"num_inference_steps": T}, {"num_inference_steps": 6}, {"timesteps": [17, 9, 4]}])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large_log", "learned_range"])
 @pytest.mark.parametrize("clipping", ["clip", "threshold", "none"])
-def test_sampling_plan_step_equals_step_bit_for_bit(chain, prediction_type, variance_type, clipping):
+def test_step_and_the_plan_equal_algorithm_2_bit_for_bit(chain, prediction_type, variance_type, clipping):
     scheduler = PaperDDPMScheduler(
         num_train_timesteps=T,
         prediction_type=prediction_type,
@@ -120,18 +135,20 @@ def test_sampling_plan_step_equals_step_bit_for_bit(chain, prediction_type, vari
     plan = scheduler.sampling_plan(CPU, torch.float32)
     assert plan.timesteps == scheduler.timesteps.tolist()
     learned = variance_type == "learned_range"
-    x = x_fast = torch.randn(3, 2, 4, 4, generator=seeded(0))
-    generator = seeded(1)
+    x = torch.randn(3, 2, 4, 4, generator=seeded(0))
+    reference_generator, step_generator = seeded(1), seeded(1)
     noise = NoiseBuffer(x.shape, seeded(1), CPU, torch.float32)
     for k, t in enumerate(plan.timesteps):
-        assert int(plan.model_timesteps[k]) == t
-        # The model output in bfloat16 too: both paths compute in float32 from it.
+        assert int(plan.model_timesteps[k]) == t and scheduler.index_for_timestep(t) == k
+        # The model output in bfloat16 too: every path computes in float32 from it.
         out = fake_model(x, t, learned).to(torch.bfloat16 if k % 2 else torch.float32)
-        reference = scheduler.step(out, t, x, generator=generator)
+        expected, expected_x0 = algorithm_2(scheduler, out, t, x, reference_generator)
+        stepped = scheduler.step(out, t, x, generator=step_generator)
         x_fast, x0_fast = plan.step(k, out, x, noise)
-        assert torch.equal(x_fast, reference.prev_sample) and x_fast.dtype == torch.float32
-        assert torch.equal(x0_fast, reference.pred_original_sample)
-        x = reference.prev_sample
+        for got, got_x0 in ((stepped.prev_sample, stepped.pred_original_sample), (x_fast, x0_fast)):
+            assert torch.equal(got, expected) and got.dtype == torch.float32
+            assert torch.equal(got_x0, expected_x0)
+        x = expected
 
 
 def test_sampling_plan_in_float64():
@@ -142,7 +159,7 @@ def test_sampling_plan_in_float64():
     generator, noise = seeded(1), NoiseBuffer(x.shape, seeded(1), CPU, torch.float64)
     for k, t in enumerate(plan.timesteps):
         out = fake_model(x, t, learned=False)
-        reference = scheduler.step(out, t, x, generator=generator).prev_sample
+        reference, _ = algorithm_2(scheduler, out, t, x, generator)
         fast, _ = plan.step(k, out, x, noise)
         assert torch.equal(fast, reference) and fast.dtype == torch.float64
         x = reference

@@ -208,3 +208,19 @@ def test_last_step_is_the_posterior_mean_as_diffusers_computes_it():
         got = ours.step(fake_model(x, last, learned), last, x, generator=torch.Generator()).prev_sample
         want = reference.step(fake_model(x, last, False), last, x, generator=torch.Generator()).prev_sample
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chain", [{"num_inference_steps": 7}, {"timesteps": [15, 9, 4, 0]}])
+def test_previous_timestep_is_diffusers(chain):
+    """A tensor in, a tensor out, equal to diffusers'; an int in, an int out; -1 after the last step."""
+    ours, theirs = make_pair(num_train_timesteps=20, timestep_spacing="trailing")
+    ours.set_timesteps(**chain)
+    theirs.set_timesteps(**chain)
+    assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+    for t in theirs.timesteps:
+        expected = theirs.previous_timestep(t)
+        got = ours.previous_timestep(t)
+        assert isinstance(got, torch.Tensor) and got.ndim == 0 and int(got) == int(expected)
+        assert ours.previous_timestep(int(t)) == int(expected) and isinstance(ours.previous_timestep(int(t)), int)
+    assert int(ours.previous_timestep(ours.timesteps[-1])) == -1
+    assert ours.index_for_timestep(ours.timesteps[0]) == 0 and ours.is_last_step(ours.timesteps[-1])

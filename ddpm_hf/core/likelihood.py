@@ -90,7 +90,7 @@ def vb_terms_bpd(
     """
     p = scheduler.p_mean_variance(model_output, timestep, x_t)
     x0 = x_start.to(p.mean.dtype)
-    if scheduler.chain_index(timestep) == 0:
+    if scheduler.is_last_step(timestep):
         nll = -discretized_gaussian_log_likelihood(x0, means=p.mean, log_scales=0.5 * p.log_variance)
         return mean_flat(nll) / LOG2, p.pred_original_sample
     true_mean, _, true_log_variance = scheduler.q_posterior(x0, x_t, timestep)

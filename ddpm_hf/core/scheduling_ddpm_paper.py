@@ -21,10 +21,9 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from .chain import DiffusionChain
 from .schedules import make_betas, rescale_zero_terminal_snr
@@ -128,10 +127,6 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end, trained_betas)
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
-        # diffusers drops the keys listed in `_use_default_values` when another class loads this config,
-        # which would swap our defaults (trailing spacing) for DDPMScheduler's: keep every value explicit.
-        self._internal_dict = FrozenDict({k: v for k, v in self._internal_dict.items() if k != "_use_default_values"})
-
         self.train_chain = DiffusionChain.from_betas(betas)
         self.betas = self.train_chain.betas
         self.alphas = self.train_chain.alphas
@@ -208,7 +203,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         self._timestep_list = descending.tolist()
         ascending = descending[::-1].copy()
         self.chain = chain = self.train_chain.respaced(ascending)
-        self._chain_index = {int(t): k for k, t in enumerate(ascending)}
+        self._step_index = {int(t): k for k, t in enumerate(descending)}
         on_chain = torch.from_numpy(ascending)
 
         def by_timestep(values: torch.Tensor) -> torch.Tensor:
@@ -227,18 +222,27 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         self._device_tables.clear()
         self._plans.clear()
 
-    def chain_index(self, timestep: int | torch.Tensor) -> int:
-        """The index k of `timestep` in the current chain (k = 0 is the last, noise-free step)."""
+    def index_for_timestep(self, timestep: int | torch.Tensor) -> int:
+        """The position k of `timestep` in `self.timesteps` (sampling order): k = 0 is the first step (t = T - 1 for
+        the full chain), k = K - 1 the last, noise-free one. Every step index in this package means this."""
         t = int(timestep)
-        if t not in self._chain_index:
+        if t not in self._step_index:
             shown = self._timestep_list[:5] + (["..."] if len(self._timestep_list) > 5 else [])
             raise ValueError(f"`timestep` {t} is not in the current schedule {shown}; see `set_timesteps`.")
-        return self._chain_index[t]
+        return self._step_index[t]
 
-    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep after `timestep` in the current chain, or -1 after the last one."""
-        k = self.chain_index(timestep)
-        return self._timestep_list[-k] if k > 0 else -1
+    def is_last_step(self, timestep: int | torch.Tensor) -> bool:
+        """Whether `timestep` is the chain's last step, which returns the mean without noise (Algorithm 2)."""
+        return self.index_for_timestep(timestep) == len(self._timestep_list) - 1
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
+        """The timestep after `timestep` in the current chain, -1 after the last one; a 0-d tensor on the input's
+        device for a tensor, as diffusers' `DDPMScheduler.previous_timestep` returns."""
+        k = self.index_for_timestep(timestep)
+        previous = self._timestep_list[k + 1] if k + 1 < len(self._timestep_list) else -1
+        if isinstance(timestep, torch.Tensor):
+            return torch.tensor(previous, device=timestep.device)
+        return previous
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """The identity: DDPM feeds x_t to the model unscaled (kept for diffusers' scheduler API)."""
@@ -378,6 +382,9 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
     ) -> PaperDDPMSchedulerOutput | tuple:
         """One step of Algorithm 2: x_{t-1} = mean + [not the last step] sigma_t z, z ~ N(0, I).
 
+        The update is `SamplingPlan.step`'s, the one formula of Algorithm 2 in this package, in float32 (float64 for
+        float64 inputs); this method checks its inputs and draws z with `generator`.
+
         Args:
             model_output (`torch.Tensor`): the model's prediction at (x_t, t); twice `sample`'s channels for
                 `learned_range`.
@@ -390,25 +397,23 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         Returns:
             `PaperDDPMSchedulerOutput` or `(prev_sample, pred_original_sample)`.
         """
-        t = int(timestep)
         check_generators(generator, sample.shape[0])
-        p = self.p_mean_variance(model_output, t, sample)
-        prev_sample = p.mean
-        if self.chain_index(t) > 0:
-            noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=p.mean.dtype)
-            log_variance = p.log_variance
-            std = (0.5 * log_variance).exp() if isinstance(log_variance, torch.Tensor) else math.exp(0.5 * log_variance)
-            prev_sample = prev_sample + std * noise
+        self._split_output(model_output, sample)
+        k = self.index_for_timestep(timestep)
+        dtype = torch.promote_types(upcast(sample).dtype, upcast(model_output).dtype)
+        plan = self.sampling_plan(sample.device, dtype)
+        noise = None if k == len(plan) - 1 else NoiseBuffer(sample.shape, generator, sample.device, dtype)
+        prev_sample, pred_original_sample = plan.step(k, model_output, sample.to(dtype), noise)
         prev_sample = prev_sample.to(sample.dtype)
         if not return_dict:
-            return prev_sample, p.pred_original_sample
-        return PaperDDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=p.pred_original_sample)
+            return prev_sample, pred_original_sample
+        return PaperDDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
 
     def sampling_plan(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SamplingPlan:
         """The current chain's per-step coefficients on `device`, for a sampling loop without synchronisation.
 
-        Built on the first call after `set_timesteps` and cached until the next one, per device and dtype.
-        `SamplingPlan.step` gives the numbers `step` gives; `step` stays the reference (and checks its inputs).
+        Built on the first call after `set_timesteps` and cached until the next one, per device and dtype. `step`
+        runs through it too.
 
         Args:
             device (`str` or `torch.device`, defaults to `"cpu"`): where x_t lives (the model's device).
@@ -424,7 +429,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
     def _check_on_chain(self, timestep: Timesteps) -> None:
         """An int must be a timestep of the current chain (tensors are not checked: that would synchronise)."""
         if not isinstance(timestep, torch.Tensor):
-            self.chain_index(timestep)
+            self.index_for_timestep(timestep)
 
     def _split_output(
         self, model_output: torch.Tensor, sample: torch.Tensor
@@ -457,16 +462,15 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
 
 
 class SamplingPlan:
-    """Algorithm 2's updates with every coefficient looked up once: the chain's tables in sampling order, on one device.
+    """Algorithm 2's update, with every coefficient looked up once: the chain's tables in sampling order, on one device.
 
-    A loop over `step(k, ...)` for k = 0..K-1 makes no host-device synchronisation, no lookup by timestep and no
-    Python-float arithmetic; x_t, the noise and the arithmetic are in `dtype`. Whenever `upcast(model_output)` is
-    in `dtype` too (a float16, bfloat16 or float32 output for float32 x_t), `step(k, ...)` equals
-    `PaperDDPMScheduler.step` at `timesteps[k]` bit for bit: the same float operations in the same order, on the
-    same `dtype`-rounded coefficients.
+    This is the only place the update is written: `PaperDDPMScheduler.step` calls it, and the pipeline's loop calls
+    it directly. A loop over `step(k, ...)` for k = 0..K-1 makes no host-device synchronisation, no lookup by
+    timestep and no Python-float arithmetic; x_t, the noise and the arithmetic are in `dtype`.
 
     Attributes:
-        timesteps (`list[int]`): the chain's timesteps t in sampling order (descending).
+        timesteps (`list[int]`): the chain's timesteps t in sampling order (descending); step k is at `timesteps[k]`,
+            as `PaperDDPMScheduler.index_for_timestep` numbers them.
         model_timesteps (`list[torch.Tensor]`): the same as 0-d long tensors on `device`, to pass to the model.
         device (`torch.device`), dtype (`torch.dtype`): where x_t lives and its dtype.
     """
@@ -510,7 +514,7 @@ class SamplingPlan:
         return len(self.timesteps)
 
     def step(
-        self, k: int, model_output: torch.Tensor, sample: torch.Tensor, noise: NoiseBuffer
+        self, k: int, model_output: torch.Tensor, sample: torch.Tensor, noise: NoiseBuffer | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Step k of the chain (t = `timesteps[k]`): x_{t-1} = mu-tilde(x_t, x_0) + [k < K - 1] sigma_t z.
 
@@ -520,7 +524,7 @@ class SamplingPlan:
                 `learned_range`; rounded to `dtype` first.
             sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)` and dtype `dtype`): x_t,
                 left unchanged.
-            noise (`NoiseBuffer`): draws z ~ N(0, I) in place, at every step but the last.
+            noise (`NoiseBuffer`): draws z ~ N(0, I) in place, at every step but the last (None there).
 
         Returns:
             `(prev_sample, pred_original_sample)`: x_{t-1} and the (clipped) x_0 prediction, new tensors of `dtype`.
