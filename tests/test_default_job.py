@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import pytest
 from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
@@ -23,6 +24,7 @@ def grid_tiles(path: Path, n: int = 64, size: int = 8, cols: int = 8, pad: int =
     return np.stack([grid[y : y + size, x : x + size].reshape(-1) for y, x in starts])
 
 
+@pytest.mark.slow
 def test_default_job_learns_the_digits(tmp_path, accelerate_launch):
     command = accelerate_launch(1, ROOT / "train_scripts" / "train_ddpm.py")
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)

@@ -144,6 +144,7 @@ def _google_shaped_repo(hub: LocalHub, folder: Path, scheduler_config: dict) -> 
     return "google/ddpm-tiny-32"
 
 
+@pytest.mark.slow
 def test_loading_from_the_hub(hub, pushed, tmp_path, google_cifar10_scheduler_config):
     """Both pipelines load what the trainer pushed and a google-shaped repo, and sample alike; revisions
     load as pushed; after one download the repo loads offline; unknown repos and revisions are named."""
@@ -199,6 +200,7 @@ def test_pipeline_push_to_hub_from_python_writes_the_same_card(hub, pushed, tmp_
     assert "T = 20" in files["README.md"].decode() and "## Training" not in files["README.md"].decode()
 
 
+@pytest.mark.slow
 def test_a_failed_final_push_keeps_the_output_and_says_how_to_push_later(hub, tmp_path):
     out = tmp_path / "run"
     env = _env(hub, tmp_path / "home")

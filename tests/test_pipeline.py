@@ -157,6 +157,7 @@ def run_stock_diffusers(folder, out, steps):
     return np.load(out)
 
 
+@pytest.mark.slow
 def test_loads_a_folder_shaped_like_google_ddpm_cifar10_32(google_shaped_folder, tmp_path):
     folder = google_shaped_folder
     assert not (folder / "unet").exists()

@@ -108,6 +108,7 @@ def test_few_step_run_writes_every_output(tmp_path):
     assert [e.step for e in events.Scalars("loss")] == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_two_processes_share_weights_and_split_the_data(tmp_path, accelerate_launch):
     out = tmp_path / "run"
     flags = "--max_train_steps 4 --gradient_accumulation_steps 2 --lr_warmup_steps 4 --logging_steps 1".split()
@@ -139,6 +140,7 @@ def launch(accelerate_launch, processes: int, *args: str) -> list[str]:
     return accelerate_launch(processes, SCRIPT, *QUICK, *args)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes,accumulation", [(1, 1), (2, 2)])
 def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, processes, accumulation):
     args = [
@@ -234,6 +236,7 @@ def test_bad_input_fails_before_training(tmp_path, args, message, fresh_accelera
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_output_dir_of_another_run_is_refused(tmp_path):
     out = tmp_path / "run"
     run("--output_dir", str(out), "--max_train_steps", "2")

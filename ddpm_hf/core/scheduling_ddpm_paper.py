@@ -504,7 +504,7 @@ class SamplingPlan:
             # Nichol & Dhariwal Eq. 15 interpolates log beta_t and log beta-tilde_t with the model's second half.
             self._log_variances = list(zip(column("log_betas"), column("posterior_log_variance_clipped"), strict=True))
         else:
-            # sigma_t = exp(log sigma_t^2 / 2), with `math.exp` in float64 as `step` computes it (Sec. 3.2).
+            # sigma_t = exp(log sigma_t^2 / 2), computed in float64 and rounded once to `dtype` (Sec. 3.2).
             small = config.variance_type.startswith("fixed_small")
             name = "posterior_log_variance_clipped" if small else "large_log_variance"
             stds = [math.exp(0.5 * v) for v in scheduler._tables[name].tolist()]
