@@ -10,38 +10,7 @@ Three layers, each importing only those below it:
 The names below are the core's; importing them loads no tool or job.
 """
 
-from .core import (
-    UNET_PRESETS,
-    DDPMPipeline,
-    DDPMPipelineOutput,
-    DiffusionChain,
-    PaperDDPMScheduler,
-    PaperDDPMSchedulerOutput,
-    VariationalBound,
-    bits_per_dim,
-    build_unet,
-    discretized_gaussian_log_likelihood,
-    l_simple,
-    normal_kl,
-    prior_bpd,
-    unet_config,
-)
+from .core import *  # noqa: F403  (the core's public names are the package's)
+from .core import __all__ as __all__
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "UNET_PRESETS",
-    "DDPMPipeline",
-    "DDPMPipelineOutput",
-    "DiffusionChain",
-    "PaperDDPMScheduler",
-    "PaperDDPMSchedulerOutput",
-    "VariationalBound",
-    "bits_per_dim",
-    "build_unet",
-    "discretized_gaussian_log_likelihood",
-    "l_simple",
-    "normal_kl",
-    "prior_bpd",
-    "unet_config",
-]
