@@ -11,10 +11,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet, prior_bpd
 from ddpm_hf.core.images import labelled_grid, make_grid, to_model_range
 from ddpm_hf.core.paper_sampling import FINAL_SAMPLE
+from ddpm_hf.core.samplers import make_scheduler
 from ddpm_hf.tools.evaluation import evaluate_bound
 from ddpm_hf.tools.rate_distortion import rate_distortion
 
@@ -83,6 +85,68 @@ def test_progressive_grid_rejects_bad_arguments(pipe):
         pipe.progressive_grid(1, num_columns=3, trajectory_timesteps=[3])
     with pytest.raises(ValueError, match=r"\[-1\] are not in the x0 states"):
         pipe.progressive_grid(1, trajectory_timesteps=[3, FINAL_SAMPLE])
+
+
+@torch.no_grad()
+def _diffusers_chain(unet, scheduler, batch_size, generator, steps):
+    """diffusers' loop written out, recording per timestep x_t (the UNet's input) and the step's output."""
+    scheduler.set_timesteps(steps)
+    x = torch.randn(batch_size, 3, 8, 8, generator=generator) * scheduler.init_noise_sigma
+    states = {}
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(x, t)
+        step = scheduler.step(unet(model_input, t).sample, t, x, generator=generator)
+        states[int(t)] = (model_input, step)
+        x = step.prev_sample
+    return x, states
+
+
+def _as_pil_rows(x):
+    """Model-range images as the pipeline's PIL images (for comparing grid cells)."""
+    return DDPMPipeline.numpy_to_pil((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy())
+
+
+def test_progressive_grid_with_ddim_shows_its_x0_predictions(tiny_unet):
+    scheduler = DDIMScheduler(num_train_timesteps=T, timestep_spacing="trailing")
+    pipe = DDPMPipeline(tiny_unet, scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    grid, columns = pipe.progressive_grid(2, seeded(5), num_columns=4, num_inference_steps=8)
+    reference = DDIMScheduler(num_train_timesteps=T, timestep_spacing="trailing")
+    final, states = _diffusers_chain(tiny_unet, reference, 2, seeded(5), 8)
+    chain = list(states)
+    assert columns == [chain[k] for k in (0, 2, 5, 7)] and columns[0] == T - 1
+    for col, t in enumerate(columns):
+        expected = _as_pil_rows(states[t][1].pred_original_sample)
+        for row in range(2):
+            assert np.array_equal(_cell(grid, row, col), np.asarray(expected[row]))
+    # DDIM's last step lands on its x_0 prediction: the last column is the sample.
+    assert np.array_equal(_cell(grid, 1, 3), np.asarray(_as_pil_rows(final)[1]))
+
+
+def test_progressive_grid_of_states_works_with_any_scheduler(tiny_unet):
+    pipe = DDPMPipeline(tiny_unet, DPMSolverMultistepScheduler(num_train_timesteps=T, timestep_spacing="trailing"))
+    pipe.set_progress_bar_config(disable=True)
+    grid, columns = pipe.progressive_grid(2, seeded(6), num_columns=3, kind="x_t", num_inference_steps=6)
+    final, states = _diffusers_chain(
+        tiny_unet, DPMSolverMultistepScheduler(num_train_timesteps=T, timestep_spacing="trailing"), 2, seeded(6), 6
+    )
+    assert columns == [T - 1, list(states)[3], FINAL_SAMPLE]
+    for col, t in enumerate(columns[:2]):
+        expected = _as_pil_rows(states[t][0])
+        assert np.array_equal(_cell(grid, 0, col), np.asarray(expected[0]))
+    assert np.array_equal(_cell(grid, 1, 2), np.asarray(_as_pil_rows(final)[1]))
+    # DPM-Solver's step gives no x_0 prediction: the x0 grid is refused before sampling.
+    with pytest.raises(ValueError, match=r"DPMSolverMultistepScheduler\.step returns no x_0 prediction"):
+        pipe.progressive_grid(2, seeded(6), num_columns=3)
+
+
+def test_shared_latents_and_interpolation_need_the_papers_chain(tiny_unet):
+    pipe = DDPMPipeline(tiny_unet, DDIMScheduler(num_train_timesteps=T))
+    image = _images(1)[0]
+    with pytest.raises(ValueError, match=r"`shared_latent_samples` runs the paper's reverse chain .* DDIMScheduler"):
+        pipe.shared_latent_samples(5, 2, seeded())
+    with pytest.raises(ValueError, match=r"`interpolate` runs the paper's reverse chain .* is DDIMScheduler\. Set"):
+        pipe.interpolate(image, image, 5)
 
 
 def test_shared_latent_samples_continue_one_chain(pipe):
@@ -304,6 +368,35 @@ def test_paper_figures_script(tmp_path, capsys):
     paper_figures.main([*argv, "--overwrite_output_dir", "--figures", "progressive"])
     with pytest.raises(ValueError, match="--figures takes"):
         paper_figures.main([*argv, "--overwrite_output_dir", "--figures", "fig5"])
+
+
+def test_paper_figures_script_takes_a_sampler_for_the_progressive_figures(tmp_path, capsys):
+    model = tmp_path / "tiny-ddpm"
+    torch.manual_seed(0)
+    DDPMPipeline(build_unet("tiny"), PaperDDPMScheduler(num_train_timesteps=T)).save_pretrained(model)
+    argv = ["--model", str(model), "--num_samples", "2", "--num_columns", "3", "--num_inference_steps", "5"]
+    argv += ["--figures", "progressive,shared", "--shared_t", "9", "--image_size", "8"]
+    with pytest.raises(ValueError, match="--scheduler takes ddpm, ddim, dpm_solver, euler_ancestral, pndm; got 'plms'"):
+        paper_figures.main([*argv, "--output_dir", str(tmp_path / "bad"), "--scheduler", "plms"])
+    assert not (tmp_path / "bad").exists()  # refused before anything was made
+
+    written = paper_figures.main([*argv, "--output_dir", str(tmp_path / "dpm"), "--scheduler", "dpm_solver"])
+    # DPM-Solver gives no x_0 predictions: the x_t figure only; the shared latents run the paper's chain.
+    assert sorted(p.name for p in written) == ["progressive_xt.png", "shared_latent.png"]
+    assert (
+        "progressive_x0.png: skipped, DPMSolverMultistepScheduler.step gives no x_0 prediction"
+        in capsys.readouterr().out
+    )
+
+    written = paper_figures.main([*argv, "--output_dir", str(tmp_path / "ddim"), "--scheduler", "ddim"])
+    assert sorted(p.name for p in written) == ["progressive_x0.png", "progressive_xt.png", "shared_latent.png"]
+    # The figure is the DDIM chain's (whose grid is checked above): the pipeline's with make_scheduler("ddim").
+    pipe = DDPMPipeline.from_pretrained(model)
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    grid, _ = pipe.progressive_grid(2, seeded(0), num_columns=3, num_inference_steps=5, labels=True)
+    with PIL.Image.open(tmp_path / "ddim" / "progressive_x0.png") as image:
+        assert image.tobytes() == grid.tobytes()
 
 
 def test_the_demonstrations_are_pipeline_methods(pipe):

@@ -169,3 +169,47 @@ def test_zero_terminal_snr_bound_is_finite():
     bound = bits_per_dim(lambda x_t, t: x0, scheduler, x0, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(bound.total_bpd).all()
     assert torch.isfinite(bound.eps_mse).all()
+
+
+def test_stratified_estimate_is_unbiased_against_the_closed_form():
+    """With the oracle and sigma^2 = beta every KL term is the closed form c_t of the betas, whatever the noise: an
+    estimate must be L_T + L_0 + sum_k n_k c_{t_k} for its drawn t_k, and average to the full L_T + L_0 + sum_t c_t."""
+    T, K, n = 50, 6, 4000
+    scheduler = PaperDDPMScheduler(num_train_timesteps=T, variance_type="fixed_large")
+    x0 = data(batch=1).repeat(n, 1, 1, 1)
+    betas = np.linspace(1e-4, 0.02, T)
+    ab = np.cumprod(1 - betas)
+    beta_tilde = betas[1:] * (1 - ab[:-1]) / (1 - ab[1:])
+    c = np.concatenate([[np.nan], 0.5 * (-1 + np.log(betas[1:] / beta_tilde) + beta_tilde / betas[1:]) / LN2])
+    estimate = bits_per_dim(oracle(scheduler, x0), scheduler, x0, torch.Generator().manual_seed(0), num_timesteps=K)
+    assert estimate.is_estimate and estimate.terms_bpd.shape == (n, K)
+    assert sum(estimate.term_weights) == T and estimate.term_weights[0] == 1 and estimate.timesteps[0] == 0
+    drawn = estimate.sampled_timesteps.numpy()
+    starts, weights = np.array(estimate.timesteps), np.array(estimate.term_weights)
+    assert ((drawn >= starts) & (drawn < starts + weights)).all()
+    assert len({tuple(row) for row in drawn}) > n // 2  # each image draws its own timesteps
+    kl_sum = (c[drawn[:, 1:]] * weights[1:]).sum(axis=1)
+    expected = estimate.prior_bpd.numpy() + estimate.terms_bpd[:, 0].numpy() + kl_sum
+    np.testing.assert_allclose(estimate.total_bpd.numpy(), expected, rtol=1e-9)
+    full = bits_per_dim(oracle(scheduler, x0[:1]), scheduler, x0[:1], torch.Generator().manual_seed(1))
+    truth = full.total_bpd.item()
+    np.testing.assert_allclose(truth, full.prior_bpd.item() + full.terms_bpd[0, 0].item() + np.nansum(c), rtol=1e-9)
+    total = estimate.total_bpd.numpy()
+    stderr = total.std(ddof=1) / math.sqrt(n)
+    assert stderr > 0 and abs(total.mean() - truth) < 4 * stderr
+
+
+def test_estimate_per_image_generators_and_the_full_bound(tiny_unet):
+    scheduler = PaperDDPMScheduler(num_train_timesteps=20)
+    x0 = data().float()
+    both = bits_per_dim(tiny_unet, scheduler, x0, [torch.Generator().manual_seed(i) for i in range(2)], num_timesteps=5)
+    for i in range(2):
+        one = bits_per_dim(tiny_unet, scheduler, x0[i : i + 1], [torch.Generator().manual_seed(i)], num_timesteps=5)
+        assert torch.equal(one.sampled_timesteps, both.sampled_timesteps[i : i + 1])
+        torch.testing.assert_close(one.total_bpd, both.total_bpd[i : i + 1], rtol=1e-5, atol=1e-5)
+    # K = T is the full bound itself, term for term.
+    generator = torch.Generator().manual_seed(3)
+    full = bits_per_dim(tiny_unet, scheduler, x0, generator)
+    again = bits_per_dim(tiny_unet, scheduler, x0, torch.Generator().manual_seed(3), num_timesteps=20)
+    assert not full.is_estimate and not again.is_estimate and torch.equal(full.total_bpd, again.total_bpd)
+    assert full.timesteps == list(range(20)) and full.term_weights == [1] * 20

@@ -3,6 +3,8 @@
     python train_scripts/paper_figures.py --model ddpm-digits --output_dir figures
     python train_scripts/paper_figures.py --model me/ddpm-cifar10 --dataset_name uoft-cs/cifar10 \\
         --figures interpolation,rate_distortion --rd_num_images 1000
+    python train_scripts/paper_figures.py --model ddpm-digits --figures progressive --scheduler ddim \\
+        --num_inference_steps 50
 
 Writes to --output_dir:
     progressive_x0.png, progressive_xt.png   progressive generation (Sec. 4.3, Fig. 6): rows are samples, columns
@@ -13,8 +15,10 @@ Writes to --output_dir:
 
 Timesteps are the scheduler's (0..T-1, the paper's t - 1). The data flags are the trainer's; without any, the data
 the model was trained on (its training_run.json), else the embedded digits. The test images are the held-out split,
-read at the model's resolution. The work is done by the pipeline's methods (`ddpm_hf.core.paper_sampling`) and
-`ddpm_hf.tools.rate_distortion`.
+read at the model's resolution. `--scheduler` samples the progressive figures with another sampler
+(`ddpm_hf.core.samplers`); one whose step gives no x_0 prediction (dpm_solver, pndm) makes progressive_xt.png only.
+The other figures always run the paper's chain (PaperDDPMScheduler). The work is done by the pipeline's methods
+(`ddpm_hf.core.paper_sampling`) and `ddpm_hf.tools.rate_distortion`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from ddpm_hf import DDPMPipeline
+from ddpm_hf import DDPMPipeline, PaperDDPMScheduler
 from ddpm_hf.core.images import labelled_grid
 from ddpm_hf.core.paper_sampling import timestep_label
+from ddpm_hf.core.samplers import SAMPLERS, make_scheduler, returns_pred_original_sample
 from ddpm_hf.jobs.arguments import DataArguments, given_flags
 from ddpm_hf.jobs.evaluator import model_data
 from ddpm_hf.tools.plots import FIGURES_EXTRA, can_plot
@@ -58,6 +63,14 @@ class FigureArguments:
     num_columns: int = field(default=10, metadata={"help": "Reverse steps shown by the progressive figures."})
     num_inference_steps: int | None = field(
         default=None, metadata={"help": "Steps of the progressive figures' (respaced) chain; default: all T."}
+    )
+    scheduler: str | None = field(
+        default=None,
+        metadata={
+            "help": f"The progressive figures' sampler: {', '.join(SAMPLERS)}, built from the model's scheduler "
+            "config with 'trailing' timesteps; dpm_solver and pndm give no x_0 predictions, so only "
+            "progressive_xt.png. The other figures always run the paper's chain. Default: the pipeline's own."
+        },
     )
     shared_t: str | None = field(
         default=None,
@@ -102,11 +115,20 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--figures takes {', '.join(FIGURES)}; got {bad or args.figures!r}.")
     if "rate_distortion" in figures and not can_plot():
         raise ImportError(f"The rate-distortion figure needs matplotlib: {FIGURES_EXTRA}")
+    if args.scheduler is not None and args.scheduler not in SAMPLERS:
+        raise ValueError(f"--scheduler takes {', '.join(SAMPLERS)}; got {args.scheduler!r}.")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = DDPMPipeline.from_pretrained(args.model, revision=args.revision).to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe.unet.eval()
+    # The progressive figures' sampler (default: the pipeline's own) on the same UNet; the paper's chain for the others.
+    progressive = pipe
+    if args.scheduler is not None or not isinstance(pipe.scheduler, PaperDDPMScheduler):
+        own = pipe.scheduler
+        progressive = DDPMPipeline(pipe.unet, own if args.scheduler is None else make_scheduler(args.scheduler, own))
+        progressive.set_progress_bar_config(disable=True)
+        pipe.scheduler = PaperDDPMScheduler.from_config(own.config)
     T, size = len(pipe.scheduler), pipe.unet.config.sample_size
     scale = max(1, math.ceil(args.image_size / (size if isinstance(size, int) else min(size))))
     shared_t = _timesteps(args.shared_t, (0.25, 0.5, 0.75, 1.0), T, "shared_t")
@@ -132,8 +154,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     if "progressive" in figures:
         for kind, name in (("x0", "progressive_x0.png"), ("x_t", "progressive_xt.png")):
+            if kind == "x0" and returns_pred_original_sample(progressive.scheduler) is False:
+                print(f"{name}: skipped, {type(progressive.scheduler).__name__}.step gives no x_0 prediction")
+                continue
             started = time.perf_counter()
-            grid, _ = pipe.progressive_grid(
+            grid, _ = progressive.progressive_grid(
                 args.num_samples,
                 seeded(),
                 num_columns=args.num_columns,

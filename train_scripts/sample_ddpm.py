@@ -1,9 +1,11 @@
 """Sample images from a DDPM pipeline (a folder or Hub repo) and write them with a grid.
 
     python train_scripts/sample_ddpm.py --model path/or/repo --num_images 16 --output_dir samples
+    python train_scripts/sample_ddpm.py --model path/or/repo --scheduler ddim --num_inference_steps 50 --eta 0.0
 
 Without `--model` it samples a freshly initialised UNet preset (untrained: the images are noise), which
-exercises the whole package on any machine.
+exercises the whole package on any machine. `--scheduler` picks a sampler of `ddpm_hf.core.samplers` (built
+from the model's scheduler config, timesteps spaced "trailing"); without it the pipeline's own scheduler samples.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.images import make_grid
+from ddpm_hf.core.samplers import SAMPLERS, make_scheduler
 
 
 @dataclass
@@ -26,11 +29,30 @@ class SampleArguments:
     )
     unet_preset: str = field(default="small", metadata={"help": "UNet preset used without `--model`."})
     num_images: int = field(default=16, metadata={"help": "How many images to sample."})
+    scheduler: str | None = field(
+        default=None,
+        metadata={
+            "help": f"The sampler: {', '.join(SAMPLERS)} (ddpm: the paper's Algorithm 2; ddim, dpm_solver, "
+            "euler_ancestral, pndm: diffusers' fast samplers, e.g. 50 steps or fewer), built from the model's "
+            "scheduler config with 'trailing' timesteps. Default: the pipeline's own scheduler."
+        },
+    )
     num_inference_steps: int | None = field(
-        default=None, metadata={"help": "Steps of the (respaced) reverse chain; default: all T, the paper's sampler."}
+        default=None,
+        metadata={"help": "Steps of the (respaced) reverse chain, e.g. 50 for ddim; default: all T, as the paper."},
     )
     variance_type: str | None = field(
-        default=None, metadata={"help": "Override the scheduler's variance type, e.g. fixed_small or fixed_large."}
+        default=None,
+        metadata={
+            "help": "Override the ddpm sampler's (or the pipeline's own PaperDDPMScheduler's) variance type, e.g. "
+            "fixed_small or fixed_large."
+        },
+    )
+    eta: float = field(
+        default=0.0,
+        metadata={
+            "help": "DDIM's eta in [0, 1] (a DDIM scheduler only): 0 is deterministic DDIM, 1 has DDPM's variance."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the sampling generator."})
     output_dir: str = field(default="samples", metadata={"help": "Where sample_<i>.png and grid.png are written."})
@@ -39,8 +61,21 @@ class SampleArguments:
     )
 
 
+def check_sampler_arguments(args: SampleArguments) -> None:
+    """Refuse a bad sampler choice before loading or sampling anything."""
+    if args.scheduler is not None and args.scheduler not in SAMPLERS:
+        raise ValueError(f"--scheduler takes {', '.join(SAMPLERS)}; got {args.scheduler!r}.")
+    if args.variance_type is not None and args.scheduler not in (None, "ddpm"):
+        raise ValueError(f"--variance_type is the ddpm sampler's; --scheduler {args.scheduler} has none.")
+    if args.eta != 0 and args.scheduler not in (None, "ddim"):
+        raise ValueError(f"--eta is DDIM's; --scheduler {args.scheduler} takes none (pass --scheduler ddim).")
+    if not 0 <= args.eta <= 1:
+        raise ValueError(f"--eta must lie in [0, 1], got {args.eta}.")
+
+
 def main(argv: list[str] | None = None) -> None:
     (args,) = HfArgumentParser(SampleArguments).parse_args_into_dataclasses(args=argv)
+    check_sampler_arguments(args)
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
         sys.exit(f"--output_dir {args.output_dir} is not empty; pass --overwrite_output_dir to write into it.")
     if args.model is None:
@@ -48,18 +83,22 @@ def main(argv: list[str] | None = None) -> None:
         pipe = DDPMPipeline(build_unet(args.unet_preset), PaperDDPMScheduler())
     else:
         pipe = DDPMPipeline.from_pretrained(args.model)
-    if args.variance_type is not None:
-        pipe.scheduler = PaperDDPMScheduler.from_config(pipe.scheduler.config, variance_type=args.variance_type)
+    overrides = {} if args.variance_type is None else {"variance_type": args.variance_type}
+    if args.scheduler is not None:
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config, **overrides)
+    elif overrides:  # the pipeline's own scheduler, with another variance
+        pipe.scheduler = PaperDDPMScheduler.from_config(pipe.scheduler.config, **overrides)
     images = pipe(
         batch_size=args.num_images,
         generator=torch.Generator().manual_seed(args.seed),
         num_inference_steps=args.num_inference_steps,
+        eta=args.eta,
     ).images
     os.makedirs(args.output_dir, exist_ok=True)
     for i, image in enumerate(images):
         image.save(os.path.join(args.output_dir, f"sample_{i}.png"))
     make_grid(images).save(os.path.join(args.output_dir, "grid.png"))
-    print(f"Wrote {len(images)} samples and grid.png to {args.output_dir}")
+    print(f"Wrote {len(images)} samples and grid.png to {args.output_dir} ({type(pipe.scheduler).__name__})")
 
 
 if __name__ == "__main__":

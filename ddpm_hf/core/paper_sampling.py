@@ -4,6 +4,10 @@ generation (Sec. 4.3, Figs. 6-7) and interpolation in latent space (Sec. 4.4, Fi
 Timesteps are the scheduler's, as everywhere in this package: t in 0..T-1 names x_t = `add_noise(x_0, eps, t)`,
 the paper's x_{t+1} (PAPER.md's index convention; the authors' code counts the same way). The reverse step at t
 turns x_t into the state at t - 1, and the chain's last step (t = 0) gives the sample x_0.
+
+Progressive generation works with any scheduler of the pipeline (the x_0 predictions need one whose `step`
+returns them); shared latents and interpolation run the paper's chain from an arbitrary t and need
+`PaperDDPMScheduler`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .images import ImageInput, image_to_model_range, labelled_grid
+from .scheduling_ddpm_paper import PaperDDPMScheduler
 
 KINDS = ("x0", "x_t")
 FINAL_SAMPLE = -1  # the column of the final sample x_0 in an "x_t" grid (the scheduler's `previous_timestep` of 0)
@@ -74,6 +79,13 @@ def _check_timestep(t: int, T: int) -> None:
         )
 
 
+def _chain_states(timesteps: torch.Tensor) -> list[int | float]:
+    """A scheduler's timesteps as Python numbers in sampling order, each once (PNDM visits one twice); whole
+    numbers as ints (Euler's timesteps are floats)."""
+    values = [int(t) if float(t).is_integer() else float(t) for t in timesteps.tolist()]
+    return list(dict.fromkeys(values))
+
+
 def _check_single_generator(generator: torch.Generator | None) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"`generator` must be one torch.Generator (or None), got {type(generator).__name__}.")
@@ -82,6 +94,18 @@ def _check_single_generator(generator: torch.Generator | None) -> None:
 class PaperDemonstrationsMixin:
     """The demonstrations as methods of `DDPMPipeline`, which provides `__call__`, `scheduler`, `unet` and
     `_postprocess`."""
+
+    def _require_paper_scheduler(self, method: str) -> PaperDDPMScheduler:
+        """The pipeline's scheduler, which must be ours: `method` runs the paper's chain from an arbitrary t."""
+        scheduler = self.scheduler
+        if not isinstance(scheduler, PaperDDPMScheduler):
+            raise ValueError(
+                f"`{method}` runs the paper's reverse chain (Algorithm 2) from an arbitrary timestep t, which needs "
+                f"PaperDDPMScheduler; the pipeline's scheduler is {type(scheduler).__name__}. Set "
+                "`pipe.scheduler = PaperDDPMScheduler.from_config(pipe.scheduler.config)` (or "
+                "`make_scheduler('ddpm', ...)`) first."
+            )
+        return scheduler
 
     @torch.no_grad()
     def progressive_grid(
@@ -97,18 +121,21 @@ class PaperDemonstrationsMixin:
     ) -> tuple[PIL.Image.Image, list[int]]:
         """Progressive generation (Sec. 4.3, Fig. 6): one reverse chain per row, shown at several steps left to right.
 
-        The pipeline samples once, recording its trajectory (`trajectory_timesteps`); nothing is sampled here.
+        The pipeline samples once, recording its trajectory (`trajectory_timesteps`); nothing is sampled here. Any
+        scheduler of the pipeline works for `"x_t"`; `"x0"` needs one whose `step` returns the x_0 prediction
+        (ours, DDIM, Euler ancestral; not DPM-Solver or PNDM, for which the pipeline raises a ValueError).
 
         Args:
             batch_size: the number of chains (rows).
             generator: as the pipeline's; the same seed gives the same chains for both kinds.
             num_columns: columns evenly spaced over the chain, first and last included (default 10): over its steps
-                for `"x0"` (the last shows the sample), over its states x_T .. x_0 for `"x_t"`.
+                for `"x0"` (the last shows the last prediction: the sample for ours and DDIM), over its states
+                x_T .. x_0 for `"x_t"`.
             trajectory_timesteps: explicit columns instead, timesteps of the chain (and `FINAL_SAMPLE`, -1, for the
                 sample in an `"x_t"` grid); shown in sampling order.
             kind: `"x0"`: the model's clipped prediction of x_0 at x_t (Eq. 15), where large-scale features appear
-                first and details last; `"x_t"`: the state x_t itself.
-            num_inference_steps: a respaced chain of that many steps, as the pipeline's; default all T.
+                first and details last; `"x_t"`: the state x_t itself (as the UNet sees it).
+            num_inference_steps: a chain of that many steps (respaced for ours), as the pipeline's; default all T.
             scale: nearest-neighbour enlargement of every image (see `labelled_grid`).
             labels: write each column's timestep above it.
 
@@ -121,8 +148,8 @@ class PaperDemonstrationsMixin:
         if num_columns is not None and trajectory_timesteps is not None:
             raise ValueError("Pass `num_columns` or `trajectory_timesteps`, not both.")
         scheduler = self.scheduler
-        scheduler.set_timesteps(num_inference_steps or len(scheduler))
-        states = scheduler.timesteps.tolist() + ([FINAL_SAMPLE] if kind == "x_t" else [])
+        scheduler.set_timesteps(num_inference_steps or scheduler.config.num_train_timesteps)
+        states = _chain_states(scheduler.timesteps) + ([FINAL_SAMPLE] if kind == "x_t" else [])
         if trajectory_timesteps is None:
             num_columns = 10 if num_columns is None else num_columns
             if not isinstance(num_columns, int) or not 2 <= num_columns <= len(states):
@@ -140,6 +167,7 @@ class PaperDemonstrationsMixin:
             generator=generator,
             num_inference_steps=num_inference_steps,
             trajectory_timesteps=[t for t in columns if t != FINAL_SAMPLE],
+            trajectory_kinds=(kind,),
         )
         frames = output.pred_original_samples if kind == "x0" else output.noisy_samples
         by_timestep = {
@@ -175,7 +203,7 @@ class PaperDemonstrationsMixin:
         Returns:
             `SharedLatentOutput`.
         """
-        scheduler, unet = self.scheduler, self.unet
+        scheduler, unet = self._require_paper_scheduler("shared_latent_samples"), self.unet
         T = len(scheduler)
         _check_timestep(t, T)
         _check_single_generator(generator)
@@ -238,7 +266,7 @@ class PaperDemonstrationsMixin:
         Returns:
             `InterpolationOutput`.
         """
-        T = len(self.scheduler)
+        T = len(self._require_paper_scheduler("interpolate"))
         _check_timestep(t, T)
         if not isinstance(num_weights, int) or num_weights < 2:
             raise ValueError(f"`num_weights` must be an integer >= 2 (lambda = 0 and 1 included), got {num_weights!r}.")

@@ -1,5 +1,6 @@
 """The job behind `train_scripts/evaluate_ddpm.py`: bits/dim and FID / KID / IS of a pipeline on a dataset,
-over several sampler settings, written as JSON, a table, a plot and (when asked) the model card."""
+over several sampler settings (samplers x chain lengths x, for the paper's sampler, reverse variances), written as
+JSON, a table, a plot and (when asked) the model card."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
 from diffusers import UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
 from ..core.pipeline_ddpm import DDPMPipeline
+from ..core.samplers import SAMPLERS, TIMESTEP_SPACING, make_scheduler
 from ..core.scheduling_ddpm_paper import VARIANCE_TYPES, PaperDDPMScheduler
 from ..tools.data import DataArguments, ImageData, load_image_data
 from ..tools.evaluation import bound_entry, evaluate_bound, fid_entry, generate, sample_metrics, score_samples
@@ -50,7 +53,7 @@ class EvaluationArguments:
         default="test",
         metadata={
             "help": "The images the bound is scored on. test: the held-out images (the dataset's test split, "
-            "--eval_data_dir, or the trainer's fixed 10%); train: the training images."
+            "--eval_data_dir, or the trainer's fixed 10%%); train: the training images."
         },
     )
     fid_split: str = field(
@@ -65,17 +68,30 @@ class EvaluationArguments:
     )
     bpd_num_timesteps: int | None = field(
         default=None,
-        metadata={"help": "Estimate the bound from N strided timesteps (labelled as such); default: all T terms."},
+        metadata={"help": "Estimate the bound from N model calls (labelled as an estimate); default: all T terms."},
     )
     batch_size: int = field(default=64, metadata={"help": "Images per model call, for the bound and for sampling."})
     num_samples: int = field(default=1000, metadata={"help": "Samples drawn for FID / KID / IS per setting."})
+    scheduler: str = field(
+        default="ddpm",
+        metadata={
+            "help": f"Comma-separated samplers, each crossed with every --num_inference_steps: {', '.join(SAMPLERS)}. "
+            "ddpm: the paper's Algorithm 2 (respaced for fewer steps); ddim: DDIM with eta 0; dpm_solver: "
+            "DPM-Solver++ of order 3; euler_ancestral; pndm: PLMS (K steps cost K + 1 model calls). All space their "
+            f"steps {TIMESTEP_SPACING!r} (the first at t = T - 1); every result row names its sampler, spacing and "
+            "model calls."
+        },
+    )
     num_inference_steps: str | None = field(
         default=None,
         metadata={"help": "Comma-separated lengths of the sampling chain, e.g. 10,25,50,100,250,1000; default: T."},
     )
     variance_type: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated reverse variances, e.g. fixed_small,fixed_large; default: the model's."},
+        metadata={
+            "help": "Comma-separated reverse variances of the ddpm sampler, e.g. fixed_small,fixed_large (the other "
+            "samplers have none); default: the model's."
+        },
     )
     feature_space: str = field(
         default="inception",
@@ -144,8 +160,41 @@ def model_data(
 
 @dataclass
 class Setting:
-    variance_type: str
+    """One way of sampling: a sampler (`SAMPLERS`), its reverse variance (ddpm only, else None) and chain length;
+    how its timesteps are spaced and how many UNet calls a sample costs."""
+
+    scheduler: str
+    variance_type: str | None
     num_inference_steps: int
+    timestep_spacing: str
+    num_model_calls: int
+
+    @property
+    def label(self) -> str:
+        return sampler_label(asdict(self))
+
+
+def sampler_label(row: dict[str, Any]) -> str:
+    """A setting's (or result row's) sampler: its name, and its variance for ddpm (e.g. `ddpm fixed_large`)."""
+    return row["scheduler"] + (f" {row['variance_type']}" if row["variance_type"] else "")
+
+
+def sampler_settings(
+    base: SchedulerMixin, names: list[str], variances: list[str], steps: list[int]
+) -> tuple[list[Setting], list[SchedulerMixin]]:
+    """Every (sampler, variance for ddpm, chain length) for a model whose scheduler is `base`, with its scheduler;
+    built and their timesteps set once here, so that a config a sampler cannot take fails before any sampling."""
+    settings, schedulers = [], []
+    for name in names:
+        for variance in variances if name == "ddpm" else [None]:
+            overrides = {} if variance is None else {"variance_type": variance}
+            for num_steps in steps:
+                scheduler = make_scheduler(name, base.config, **overrides)
+                scheduler.set_timesteps(num_steps)
+                spacing = scheduler.config.timestep_spacing
+                settings.append(Setting(name, variance, num_steps, spacing, len(scheduler.timesteps)))
+                schedulers.append(scheduler)
+    return settings, schedulers
 
 
 class DDPMEvaluator:
@@ -180,15 +229,25 @@ class DDPMEvaluator:
         with self.state.main_process_first():  # one download into the cache
             self.pipeline = DDPMPipeline.from_pretrained(args.model, revision=args.revision).to(self.state.device)
         self.pipeline.set_progress_bar_config(disable=True)
-        unet, T = self.pipeline.unet.eval(), len(self.pipeline.scheduler)
+        # The bound needs the paper's scheduler, whatever scheduler the folder was saved with.
+        paper = self.pipeline.scheduler
+        if not isinstance(paper, PaperDDPMScheduler):
+            paper = PaperDDPMScheduler.from_config(paper.config)
+        self.paper_scheduler = paper
+        unet, T = self.pipeline.unet.eval(), len(paper)
         if args.bpd_num_timesteps is not None and not 2 <= args.bpd_num_timesteps <= T:
             raise ValueError(f"--bpd_num_timesteps must be in 2..{T}, got {args.bpd_num_timesteps}.")
         steps = [int(s) for s in _list(args.num_inference_steps, "num_inference_steps")] or [T]
         if bad := [s for s in steps if not 1 <= s <= T]:
             raise ValueError(f"--num_inference_steps must lie in 1..{T}; got {bad}.")
+        names = list(dict.fromkeys(_list(args.scheduler, "scheduler", SAMPLERS)))
+        if not names:
+            raise ValueError(f"--scheduler needs one or more of {', '.join(SAMPLERS)}.")
         variances = _list(args.variance_type, "variance_type", VARIANCE_TYPES[:4])
-        variances = variances or [self.pipeline.scheduler.config.variance_type]
-        self.settings = [Setting(v, s) for v in variances for s in steps]
+        if variances and "ddpm" not in names:
+            raise ValueError("--variance_type sets the ddpm sampler's reverse variance; --scheduler has no ddpm.")
+        variances = variances or [paper.config.variance_type]
+        self.settings, self.schedulers = sampler_settings(paper, names, variances, steps)
 
         with self.state.main_process_first():  # one decoding into the datasets cache
             data, data_args = model_data(args.model, args.revision, unet, data_args, given)
@@ -220,15 +279,18 @@ class DDPMEvaluator:
         entries: list[dict[str, Any]] = []
         if "bpd" in self.metrics:
             bound = evaluate_bound(
-                unet, self.pipeline.scheduler, self.images, args.batch_size, args.bpd_num_timesteps, args.seed
+                unet, self.paper_scheduler, self.images, args.batch_size, args.bpd_num_timesteps, args.seed
             )
             report["bound"] = {**bound.to_dict(), "num_images": len(self.images)}
-            T = len(self.pipeline.scheduler)
+            T = len(self.paper_scheduler)
             entries.append(bound_entry(bound, T, len(self.images), self.dataset, args.split))
         if "fid" in self.metrics:
             report["quality"] = self._quality()
             for row in report["quality"]:
-                how = f"{row['num_samples']} samples, {row['num_inference_steps']} steps, {row['variance_type']}"
+                how = (
+                    f"{row['num_samples']} samples, {sampler_label(row)}, {row['num_inference_steps']} steps "
+                    f"({row['timestep_spacing']})"
+                )
                 entries.append(fid_entry(row["fid"], row["feature_space"], how, self.dataset, args.fid_split))
         report["results"] = entries
         if self.state.is_main_process:
@@ -238,27 +300,33 @@ class DDPMEvaluator:
     # ------------------------------------------------------------------ parts
 
     def _quality(self) -> list[dict[str, Any]]:
+        """One row per setting: the setting, the sample count and feature space, and the scores."""
         args = self.args
         rows = []
-        config = self.pipeline.scheduler.config
-        for setting in tqdm(self.settings, desc="FID", disable=not self.state.is_main_process):
-            self.pipeline.scheduler = PaperDDPMScheduler.from_config(config, variance_type=setting.variance_type)
-            samples = generate(self.pipeline, args.num_samples, args.batch_size, setting.num_inference_steps, args.seed)
-            scores = score_samples(
-                self.quality,
-                samples,
-                self.fid_images,
-                self.dataset,
-                args.fid_split,
-                args.batch_size,
-                args.stats_cache_dir,
-            )
-            if scores is None:
-                continue
-            row = {**asdict(setting), "num_samples": len(samples), "feature_space": args.feature_space}
-            rows.append({**row, **scores})
-            tqdm.write(f"{setting.variance_type}, {setting.num_inference_steps} steps: FID {rows[-1]['fid']:.4g}")
-        self.pipeline.scheduler = PaperDDPMScheduler.from_config(config)
+        original = self.pipeline.scheduler
+        settings = list(zip(self.settings, self.schedulers, strict=True))
+        try:
+            for setting, scheduler in tqdm(settings, desc="FID", disable=not self.state.is_main_process):
+                self.pipeline.scheduler = scheduler
+                samples = generate(
+                    self.pipeline, args.num_samples, args.batch_size, setting.num_inference_steps, args.seed
+                )
+                scores = score_samples(
+                    self.quality,
+                    samples,
+                    self.fid_images,
+                    self.dataset,
+                    args.fid_split,
+                    args.batch_size,
+                    args.stats_cache_dir,
+                )
+                if scores is None:
+                    continue
+                row = {**asdict(setting), "num_samples": len(samples), "feature_space": args.feature_space}
+                rows.append({**row, **scores})
+                tqdm.write(f"{setting.label}, {setting.num_inference_steps} steps: FID {rows[-1]['fid']:.4g}")
+        finally:
+            self.pipeline.scheduler = original
         return rows
 
     def _write(self, report: dict[str, Any]) -> None:
@@ -280,17 +348,25 @@ class DDPMEvaluator:
             write_model_card(folder, self.pipeline, repo_id or str(folder))
 
 
+def plot_lines(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The quality rows by plot line, one per (sampler, variance) in order of appearance, each sorted by chain
+    length; a line is labelled by its sampler, and its variance for ddpm."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        lines.setdefault(sampler_label(row), []).append(row)
+    return {label: sorted(mine, key=lambda r: r["num_inference_steps"]) for label, mine in lines.items()}
+
+
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """FID and KID against the chain length, one line per variance type (skipped without matplotlib)."""
+    """FID and KID against the chain length, one line per (sampler, variance) (skipped without matplotlib)."""
     if not can_plot():
         logger.warning(f"No {path.name}: plots need matplotlib ({FIGURES_EXTRA}); the table is in the CSV.")
         return
-    space = rows[0]["feature_space"]
-    fid = Panel("FID", "sampling steps", f"FID ({space} features)", log_x=True)
-    kid = Panel("KID", "sampling steps", f"KID ({space} features)", log_x=True)
-    for variance in dict.fromkeys(row["variance_type"] for row in rows):
-        mine = sorted((r for r in rows if r["variance_type"] == variance), key=lambda r: r["num_inference_steps"])
+    space, spacing = rows[0]["feature_space"], ", ".join(dict.fromkeys(r["timestep_spacing"] for r in rows))
+    fid = Panel("FID", f"sampling steps ({spacing} spacing)", f"FID ({space} features)", log_x=True)
+    kid = Panel("KID", f"sampling steps ({spacing} spacing)", f"KID ({space} features)", log_x=True)
+    for label, mine in plot_lines(rows).items():
         steps = [r["num_inference_steps"] for r in mine]
-        fid.lines.append(Line(steps, [r["fid"] for r in mine], variance))
-        kid.lines.append(Line(steps, [r["kid_mean"] for r in mine], variance, [r["kid_std"] for r in mine]))
+        fid.lines.append(Line(steps, [r["fid"] for r in mine], label))
+        kid.lines.append(Line(steps, [r["kid_mean"] for r in mine], label, [r["kid_std"] for r in mine]))
     save_panels([fid, kid], path)

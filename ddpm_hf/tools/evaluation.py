@@ -78,7 +78,8 @@ def evaluate_bound(
     progress: bool = False,
 ) -> BoundResult:
     """The bound in bits/dim of each of `images` (uint8 `(N, C, H, W)`, the dataset as decoded), over all T
-    terms or, with `num_timesteps`, the labelled strided estimate; the images are shared among processes."""
+    terms or, with `num_timesteps`, its labelled unbiased estimate from that many terms (`bits_per_dim`); the images
+    are shared among processes."""
     device = next(unet.parameters()).device
 
     def work(k: int, indices: range) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,7 +161,7 @@ def score_samples(
 
 def bound_entry(bound: BoundResult, T: int, num_images: int, dataset: str, split: str, note: str = "") -> dict:
     """The bound as a model-card measurement (`ddpm_hf.tools.model_card`), saying how it was computed."""
-    how = f"strided estimate over {bound.num_timesteps} of {T} timesteps" if bound.is_estimate else f"all {T} terms"
+    how = f"unbiased estimate from {bound.num_timesteps} of {T} terms" if bound.is_estimate else f"all {T} terms"
     return {
         "metric": "bits_per_dim",
         "name": f"NLL bound, bits/dim ({how}; {num_images} {split} images{note})",

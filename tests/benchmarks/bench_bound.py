@@ -1,4 +1,4 @@
-"""The cost of the variational bound (Eq. 5) per image: `ddpm_hf.core.likelihood.bits_per_dim`, full T and strided.
+"""The cost of the variational bound (Eq. 5) per image: `ddpm_hf.core.likelihood.bits_per_dim`, full T and estimated.
 
     .venv/bin/python tests/benchmarks/bench_bound.py [--unet small] [--steps 1000] [--num_timesteps 100]
         [--batch_size 16] [--repeats 5] [--threads 1]
@@ -8,8 +8,8 @@ in eval mode and `PaperDDPMScheduler(num_train_timesteps=--steps)`, one repeat t
 repeat to repeat:
 
   full:         `bits_per_dim(unet, scheduler, x)`, all T terms (T UNet calls on the batch);
-  strided:      `bits_per_dim(..., num_timesteps=--num_timesteps)`, the labelled estimate (that many calls);
-  bare full / bare strided: the same number of `unet(x_t, t)` calls on one x_t with per-sample timestep tensors
+  estimate:     `bits_per_dim(..., num_timesteps=--num_timesteps)`, the unbiased estimate (that many calls);
+  bare full / bare estimate: the same number of `unet(x_t, t)` calls on one x_t with per-sample timestep tensors
                 made before the clock starts, nothing else.
 
 It prints seconds per image of each bound and its ratio to its bare loop (what the bound adds to the network:
@@ -50,12 +50,12 @@ def runners(args: argparse.Namespace, unet: torch.nn.Module) -> dict[str, tuple[
 
         return loop
 
-    strided = args.num_timesteps
+    estimate = args.num_timesteps
     return {
         "full": (bound(None), args.steps),
         "bare full": (bare(args.steps), args.steps),
-        "strided": (bound(strided), strided),
-        "bare strided": (bare(strided), strided),
+        "estimate": (bound(estimate), estimate),
+        "bare estimate": (bare(estimate), estimate),
     }
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--unet", choices=["small", "tiny"], default="small", help="UNet preset of ddpm_hf.")
     parser.add_argument("--steps", type=int, default=1000, help="T, the scheduler's number of diffusion steps.")
-    parser.add_argument("--num_timesteps", type=int, default=100, help="Timesteps of the strided estimate.")
+    parser.add_argument("--num_timesteps", type=int, default=100, help="Terms of the estimate.")
     parser.add_argument("--batch_size", type=int, default=16, help="Images per bound.")
     parser.add_argument("--repeats", type=int, default=5, help="Rounds of the four runs.")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads.")
@@ -73,17 +73,17 @@ def main() -> None:
     torch.manual_seed(0)
     unet = build_unet(args.unet).eval()
     run = runners(args, unet)
-    for name in ("strided", "bare strided"):  # warm-up
+    for name in ("estimate", "bare estimate"):  # warm-up
         run[name][0]()
     unet_clock = UNetClock(unet)
     print(
-        f"unet {args.unet}, T {args.steps}, strided {args.num_timesteps}, batch {args.batch_size}, "
+        f"unet {args.unet}, T {args.steps}, estimate {args.num_timesteps}, batch {args.batch_size}, "
         f"{args.threads} thread(s), torch {torch.__version__}"
     )
     names = list(run)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     outside: dict[str, list[float]] = {name: [] for name in names}
-    within: dict[str, list[float]] = {"full": [], "strided": []}
+    within: dict[str, list[float]] = {"full": [], "estimate": []}
     for repeat in range(args.repeats):
         order = names[repeat % 4 :] + names[: repeat % 4]
         in_unet = {}
@@ -101,7 +101,7 @@ def main() -> None:
             f"repeat {repeat}: "
             + ", ".join(f"{name} {seconds[name][-1]:.3f} s ({outside[name][-1]:.0f} us/call outside)" for name in names)
         )
-    for name in ("full", "strided"):
+    for name in ("full", "estimate"):
         per_image = [s / args.batch_size for s in seconds[name]]
         ratios = [s / bare for s, bare in zip(seconds[name], seconds[f"bare {name}"], strict=True)]
         calls = run[name][1]
