@@ -94,7 +94,6 @@ def test_no_token_fails_before_any_request(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--push_to_hub", "--hub_strategy", "sometimes"], "--hub_strategy must be one of end, every_save"),
         (["--push_to_hub", "--hub_strategy", "every_save"], "give --save_model_steps"),
         (["--push_to_hub", "--hub_model_id", "me/bad--id"], "--hub_model_id 'me/bad--id' is not a Hub repo id"),
         (["--push_to_hub", "--output_dir", "out/.hidden."], "--hub_model_id '.hidden.' is not a Hub repo id"),

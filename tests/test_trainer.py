@@ -92,7 +92,8 @@ def test_few_step_run_writes_every_output(tmp_path):
         "ema_decay",
         "steps_per_second",
         "images_per_second",
-        "eval/bpd_estimate_5_timesteps",
+        "eval/bpd_estimate_5_terms",
+        "eval/bpd_estimate_5_terms_stderr",
         "eval/bpd",
         "eval/fid_random",
         "eval/kid_random",
@@ -209,7 +210,6 @@ def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_stat
         (["--train_data_dir", "{tmp}/empty"], "--train_data_dir .*empty holds no image files"),
         (["--train_data_dir", "{tmp}/bad"], "Cannot read image .*broken.png"),
         (["--resolution", "9"], "--resolution 9 does not suit the UNet: .* a multiple of 2"),
-        (["--resume_from_checkpoint", "latest"], "--resume_from_checkpoint latest: no complete checkpoint"),
         (["--resume_from_checkpoint", "{tmp}"], "is not a complete checkpoint"),
         (["--unet", "cifar100"], "--unet 'cifar100' is neither a preset"),
         (["--total_batch_size", "7", "--gradient_accumulation_steps", "2"], "--total_batch_size 7 is not divisible"),
@@ -219,7 +219,6 @@ def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_stat
         (["--eval_num_timesteps", "1"], "--eval_num_timesteps must be in 2..50, got 1"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1, got 0"),
         (["--variance_type", "learned_range"], "learned_range needs the hybrid loss"),
-        (["--eval_fid_steps", "2", "--eval_feature_space", "clip"], "--eval_feature_space must be inception or random"),
         (["--eval_fid_steps", "2", "--eval_num_samples", "1"], "--eval_num_samples must be >= 2, got 1"),
         (["--eval_fid_steps", "2"], "The FID Inception weights are not on this machine"),
         (["--eval_fid_steps", "2", "--inception_weights", "{tmp}/none.pth"], "No Inception weight file at"),
@@ -237,13 +236,19 @@ def test_bad_input_fails_before_training(tmp_path, args, message, fresh_accelera
 
 
 @pytest.mark.slow
-def test_output_dir_of_another_run_is_refused(tmp_path):
+def test_output_dir_of_another_run_is_refused_unless_overwritten(tmp_path):
     out = tmp_path / "run"
-    run("--output_dir", str(out), "--max_train_steps", "2")
+    # `latest` on a first run starts fresh, as in diffusers' scripts, and says so.
+    first = run("--output_dir", str(out), "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
+    assert "no checkpoint in" in first.stderr and "starting fresh" in first.stderr
     before = unet_weights(out)
-    result = run("--output_dir", str(out), "--max_train_steps", "2", check=False)
-    assert result.returncode != 0 and "holds another run. Pass --resume_from_checkpoint latest" in result.stderr
-    assert all(torch.equal(before[k], v) for k, v in unet_weights(out).items())
+    for extra in ([], ["--resume_from_checkpoint", "latest"]):  # a pipeline but no checkpoint to resume
+        result = run("--output_dir", str(out), "--max_train_steps", "2", *extra, check=False)
+        assert result.returncode != 0 and "holds another run. Pass --resume_from_checkpoint latest" in result.stderr
+        assert all(torch.equal(before[k], v) for k, v in unet_weights(out).items())
+    run("--output_dir", str(out), "--max_train_steps", "2", "--seed", "1", "--overwrite_output_dir")
+    after = unet_weights(out)
+    assert any(not torch.equal(before[k], v) for k, v in after.items())
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from ddpm_hf.core.unets import training_unet_config
-from ddpm_hf.jobs.arguments import PRESETS, DataArguments, ModelArguments, TrainingArguments, parse_train_args
+from ddpm_hf.jobs.arguments import (
+    PRESETS,
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    check_train_args,
+    parse_train_args,
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "train_scripts" / "train_ddpm.py"
 
@@ -69,3 +76,44 @@ def test_a_batch_size_given_for_the_run_wins_over_the_presets_total():
     assert parse_train_args(["--preset", "cifar10"]).train.total_batch_size == 128
     args = parse_train_args(["--preset", "cifar10", "--train_batch_size", "64"])
     assert args.train.total_batch_size is None and args.train.train_batch_size == 64
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--lr_scheduler", "bogus"),
+        ("--variance_type", "large"),
+        ("--prediction_type", "x0"),
+        ("--beta_schedule", "cosine"),
+        ("--mixed_precision", "fp8"),
+        ("--logger", "comet"),
+        ("--eval_feature_space", "clip"),
+        ("--hub_strategy", "sometimes"),
+    ],
+)
+def test_enumerated_flags_are_refused_at_parse_time(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        parse_train_args([flag, value])
+    error = capsys.readouterr().err
+    assert f"argument {flag}" in error and f"invalid choice: '{value}'" in error
+
+
+def test_config_file_values_meet_the_same_choices(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"lr_scheduler": "bogus"}))
+    with pytest.raises(ValueError, match=r"--lr_scheduler must be one of linear, cosine, .*, got 'bogus'"):
+        check_train_args(parse_train_args(["--config", str(config)]))
+    config.write_text(json.dumps({"hub_strategy": "sometimes", "push_to_hub": True}))
+    with pytest.raises(ValueError, match="--hub_strategy must be one of end, every_save"):
+        check_train_args(parse_train_args(["--config", str(config)]))
+
+
+def test_help_lists_the_choices_and_boolean_flags_work_bare(capsys):
+    with pytest.raises(SystemExit):
+        parse_train_args(["--help"])
+    help_text = capsys.readouterr().out
+    assert "{linear,cosine,cosine_with_restarts," in help_text and "{no,fp16,bf16}" in help_text
+    assert parse_train_args(["--hub_private_repo"]).hub.hub_private_repo is True
+    assert parse_train_args(["--hub_private_repo", "false"]).hub.hub_private_repo is False
+    assert parse_train_args([]).hub.hub_private_repo is None
+    assert parse_train_args(["--random_flip", "--push_to_hub"]).data.random_flip is True

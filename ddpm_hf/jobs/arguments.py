@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from diffusers.optimization import SchedulerType
 from transformers import HfArgumentParser
 
 from ..core.schedules import BETA_SCHEDULES
@@ -25,6 +26,12 @@ from ..tools.hub import check_repo_id
 from ..tools.run_folder import DEFAULT_LOGGING_DIR
 
 DEFAULT_LICENSE = "apache-2.0"
+# The enumerated flags' choices, listed by --help and checked again for values from --config files.
+LR_SCHEDULES = tuple(kind.value for kind in SchedulerType)
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+LOGGERS = ("tensorboard", "wandb", "none")
+FEATURE_SPACES = ("inception", "random")
+HUB_STRATEGIES = ("end", "every_save")
 
 
 @dataclass
@@ -35,13 +42,18 @@ class ModelArguments:
     )
     dropout: float | None = field(default=None, metadata={"help": "Override the UNet's dropout."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "T, the number of diffusion steps."})
-    beta_schedule: str = field(default="linear", metadata={"help": f"One of {', '.join(BETA_SCHEDULES)}."})
+    beta_schedule: str = field(
+        default="linear", metadata={"help": "The betas: linear is the paper's.", "choices": list(BETA_SCHEDULES)}
+    )
     beta_start: float = field(default=1e-4, metadata={"help": "beta_1 of the linear-type schedules."})
     beta_end: float = field(default=0.02, metadata={"help": "beta_T of the linear-type schedules."})
-    prediction_type: str = field(default="epsilon", metadata={"help": f"One of {', '.join(PREDICTION_TYPES)}."})
+    prediction_type: str = field(
+        default="epsilon",
+        metadata={"help": "What the UNet predicts: epsilon is the paper's.", "choices": list(PREDICTION_TYPES)},
+    )
     variance_type: str = field(
         default="fixed_large",
-        metadata={"help": f"Reverse-process variance for sampling: one of {', '.join(VARIANCE_TYPES[:4])}."},
+        metadata={"help": "Reverse-process variance for sampling (Sec. 3.2).", "choices": list(VARIANCE_TYPES)},
     )
     ddpm_num_inference_steps: int | None = field(
         default=None, metadata={"help": "Steps of the sampling chain for sample grids; default: all T."}
@@ -67,7 +79,7 @@ class TrainingArguments:
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
     lr_scheduler: str = field(
         default="constant_with_warmup",
-        metadata={"help": "constant, constant_with_warmup, linear, cosine, ... (diffusers.optimization)."},
+        metadata={"help": "The LR schedule (diffusers.optimization).", "choices": list(LR_SCHEDULES)},
     )
     lr_warmup_steps: int = field(default=100, metadata={"help": "Optimizer steps of linear warmup."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
@@ -84,7 +96,11 @@ class TrainingArguments:
     ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warm-up inv_gamma."})
     ema_power: float = field(default=3 / 4, metadata={"help": "EMA warm-up power."})
     mixed_precision: str | None = field(
-        default=None, metadata={"help": "no, fp16 or bf16; default: accelerate's config. Noise stays float32."}
+        default=None,
+        metadata={
+            "help": "Mixed precision; default: accelerate's config. Noise stays float32.",
+            "choices": list(MIXED_PRECISIONS),
+        },
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
     channels_last: bool = field(default=False, metadata={"help": "Use the channels_last memory format."})
@@ -97,7 +113,7 @@ class TrainingArguments:
         },
     )
     allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)."})
-    logger: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, or none."})
+    logger: str = field(default="tensorboard", metadata={"help": "The tracker.", "choices": list(LOGGERS)})
     logging_dir: str = field(default=DEFAULT_LOGGING_DIR, metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Log (and check the loss is finite) every N steps."})
     save_images_steps: int = field(
@@ -107,7 +123,11 @@ class TrainingArguments:
     eval_steps: int = field(default=500, metadata={"help": "Evaluate the bound on held-out images every N steps."})
     eval_batch_size: int = field(default=64, metadata={"help": "Held-out images in each evaluation."})
     eval_num_timesteps: int | None = field(
-        default=50, metadata={"help": "Strided estimate of the bound over N timesteps; unset: the full T-step bound."}
+        default=50,
+        metadata={
+            "help": "During training, estimate the bound from N terms: L_T and L_0 exact, the KL sum by stratified "
+            "sampling (unbiased; logged with its standard error as eval/bpd_estimate_<N>_terms); unset: all T terms."
+        },
     )
     eval_fid_steps: int = field(
         default=0,
@@ -118,7 +138,8 @@ class TrainingArguments:
         default="inception",
         metadata={
             "help": "inception (needs its weights: --inception_weights or a download) or random (a fixed random "
-            "network, for machines without them; comparable only with itself)."
+            "network, for machines without them; comparable only with itself).",
+            "choices": list(FEATURE_SPACES),
         },
     )
     inception_weights: str | None = field(
@@ -132,7 +153,14 @@ class TrainingArguments:
         metadata={"help": "Seconds processes wait for each other (the main one samples and evaluates alone)."},
     )
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or `latest` in output_dir/checkpoints."}
+        default=None,
+        metadata={
+            "help": "A checkpoint folder, or `latest` in output_dir/checkpoints (with none there yet: start fresh)."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an --output_dir that holds another run, replacing its pipeline and checkpoints."},
     )
 
 
@@ -145,7 +173,13 @@ class HubRepoArguments:
         metadata={"help": "The repo to push to, `name` or `namespace/name`; default: the output_dir's name."},
     )
     hub_private_repo: bool | None = field(
-        default=None, metadata={"help": "Create the repo private (true) or public (false); default: the Hub's."}
+        default=None,
+        # Bare `--hub_private_repo` means true, as in diffusers' scripts.
+        metadata={
+            "help": "Create the repo private (bare or true) or public (false); default: the Hub's.",
+            "nargs": "?",
+            "const": True,
+        },
     )
     hub_token: str | None = field(
         default=None,
@@ -172,7 +206,8 @@ class HubArguments(HubRepoArguments):
         default="end",
         metadata={
             "help": "end: push once, after training; every_save: also push (in the background) at each "
-            "--save_model_steps save."
+            "--save_model_steps save.",
+            "choices": list(HUB_STRATEGIES),
         },
     )
     model_license: str | None = field(
@@ -180,7 +215,6 @@ class HubArguments(HubRepoArguments):
     )
 
 
-HUB_STRATEGIES = ("end", "every_save")
 # Arguments that are never written to a file, a tracker or a card.
 SECRET_ARGUMENTS = ("hub_token",)
 
@@ -342,10 +376,19 @@ def check_train_args(args: DDPMTrainArguments) -> None:
         if value is not None and not (low <= value and (not high or value <= high[0])):
             bound = f"in {low}..{high[0]}" if high else f">= {low}"
             raise ValueError(f"--{name} must be {bound}, got {value}.")
-    if train.eval_feature_space not in ("inception", "random"):
-        raise ValueError(f"--eval_feature_space must be inception or random, got {train.eval_feature_space!r}.")
-    if train.logger not in ("tensorboard", "wandb", "none"):
-        raise ValueError(f"--logger must be tensorboard, wandb or none, got {train.logger!r}.")
+    choices = {
+        "beta_schedule": (model.beta_schedule, BETA_SCHEDULES),
+        "prediction_type": (model.prediction_type, PREDICTION_TYPES),
+        "variance_type": (model.variance_type, VARIANCE_TYPES),
+        "lr_scheduler": (train.lr_scheduler, LR_SCHEDULES),
+        "mixed_precision": (train.mixed_precision, (None, *MIXED_PRECISIONS)),
+        "logger": (train.logger, LOGGERS),
+        "eval_feature_space": (train.eval_feature_space, FEATURE_SPACES),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            shown = ", ".join(str(a) for a in allowed if a is not None)
+            raise ValueError(f"--{name} must be one of {shown}, got {value!r}.")
     if train.logger == "wandb" and importlib.util.find_spec("wandb") is None:
         raise ValueError("--logger wandb needs the wandb package: pip install wandb.")
     _check_hub_args(args.hub, train)

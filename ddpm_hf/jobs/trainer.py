@@ -67,8 +67,8 @@ class DDPMTrainer:
         self.args, train_args = args, args.train
         self.output_dir = Path(train_args.output_dir)
         self.checkpoint_root = self.output_dir / CHECKPOINTS_DIR
-        self.resume_path = self._check_output_dir()
         self.accelerator = self._accelerator()
+        self.resume_path = self._check_output_dir()
         self.batch_size = _per_process_batch(train_args, self.accelerator.num_processes)
         self.total_batch_size = (
             self.batch_size * self.accelerator.num_processes * train_args.gradient_accumulation_steps
@@ -211,14 +211,22 @@ class DDPMTrainer:
     # ------------------------------------------------------------------ checks
 
     def _check_output_dir(self) -> Path | None:
-        """An output folder that holds another run is an error unless resuming it; the checkpoint must exist."""
-        resume = self.args.train.resume_from_checkpoint
-        holds_run = bool(checkpoints.complete_checkpoints(self.checkpoint_root)) or holds_pipeline(self.output_dir)
+        """The checkpoint to resume from, if any. An output folder that holds another run is an error unless
+        resuming it or overwriting it (--overwrite_output_dir); `latest` with no checkpoint yet starts fresh."""
+        train_args = self.args.train
+        resume, found = train_args.resume_from_checkpoint, checkpoints.complete_checkpoints(self.checkpoint_root)
+        holds_run = bool(found) or holds_pipeline(self.output_dir)
+        if resume == "latest" and not found:
+            logger.warning(
+                f"--resume_from_checkpoint latest: no checkpoint in {self.checkpoint_root} yet; starting fresh."
+            )
+            resume = None
         path = None if resume is None else checkpoints.resolve(resume, self.checkpoint_root)
-        if holds_run and (path is None or path.resolve().parent != self.checkpoint_root.resolve()):
+        resumes_here = path is not None and path.resolve().parent == self.checkpoint_root.resolve()
+        if holds_run and not resumes_here and not train_args.overwrite_output_dir:
             raise ValueError(
                 f"--output_dir {self.output_dir} holds another run. Pass --resume_from_checkpoint latest to continue "
-                "it, or choose another --output_dir."
+                "it, --overwrite_output_dir to replace it, or choose another --output_dir."
             )
         return path
 
@@ -278,6 +286,8 @@ class DDPMTrainer:
         accelerator = self.accelerator
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.args.train.overwrite_output_dir and self.resume_path is None:
+                shutil.rmtree(self.checkpoint_root, ignore_errors=True)  # another run's checkpoints would be `latest`
             checkpoints.remove_unfinished(self.checkpoint_root)
             remove_snapshots(self.output_dir)
             write_json(self.output_dir / TRAIN_ARGS_FILE, self.args.to_dict())
@@ -367,8 +377,7 @@ class DDPMTrainer:
         """The last measurements, the final pipeline and card, and the final push."""
         train_args = self.args.train
         self._check_finite()
-        # The card reports measurements of the weights it describes; the bound with all its terms, as the
-        # strided estimate can be far off where the terms change fast (the last steps of the chain).
+        # The card reports measurements of the weights it describes: the bound with all its terms, not an estimate.
         if train_args.eval_steps:
             self._evaluate(full=True)
         if train_args.eval_fid_steps and not _every(self.global_step, train_args.eval_fid_steps):
@@ -432,25 +441,28 @@ class DDPMTrainer:
                 tracker.log_images({"samples": [array]}, step=self.global_step)
 
     def _evaluate(self, full: bool = False) -> None:
-        """The bound in bits/dim of the sampled weights on a fixed held-out batch: the strided estimate of
-        --eval_num_timesteps during training, all T terms when `full` (the card reports the last one)."""
+        """The bound in bits/dim of the sampled weights on a fixed held-out batch: during training the unbiased
+        estimate from --eval_num_timesteps terms, logged with its standard error; all T terms when `full` (the card
+        reports the last one)."""
         if not self.accelerator.is_main_process:
             return
         train_args = self.args.train
         x0 = to_model_range(self.data.eval[: train_args.eval_batch_size].to(self.accelerator.device))
-        bound = bits_per_dim(
-            self._pipeline().unet,
-            self.scheduler,
-            x0,
-            generator=torch.Generator(self.accelerator.device).manual_seed(train_args.seed),
-            num_timesteps=None if full else train_args.eval_num_timesteps,
+        bound = BoundResult.from_bound(
+            bits_per_dim(
+                self._pipeline().unet,
+                self.scheduler,
+                x0,
+                generator=torch.Generator(self.accelerator.device).manual_seed(train_args.seed),
+                num_timesteps=None if full else train_args.eval_num_timesteps,
+            )
         )
-        name = f"eval/bpd_estimate_{len(bound.timesteps)}_timesteps" if bound.is_estimate else "eval/bpd"
-        self.accelerator.log({name: bound.total_bpd.mean().item()}, step=self.global_step)
+        name = f"eval/bpd_estimate_{bound.num_timesteps}_terms" if bound.is_estimate else "eval/bpd"
+        self.accelerator.log({name: bound.mean, f"{name}_stderr": bound.stderr}, step=self.global_step)
         weights = "EMA weights" if self.ema is not None else "weights"
         note = f"; {weights} of step {self.global_step}"
         self.results["bits_per_dim"] = bound_entry(
-            BoundResult.from_bound(bound), len(self.scheduler), len(x0), self.args.data.dataset_id(), "held-out", note
+            bound, len(self.scheduler), len(x0), self.args.data.dataset_id(), "held-out", note
         )
 
     def _evaluate_fid(self) -> None:
