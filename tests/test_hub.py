@@ -182,7 +182,7 @@ def test_loading_from_the_hub(hub, pushed, tmp_path, google_cifar10_scheduler_co
     assert "has no revision 'nobranch'" in errors[missing[1]]["message"]
 
 
-def test_pipeline_push_to_hub_from_python_writes_the_same_card(hub, pushed, tmp_path):
+def test_push_pipeline_from_python_writes_the_same_card(hub, pushed, tmp_path):
     _run([sys.executable, CLIENT, "push", pushed, "tester/digits-copy", "tester/fresh"], _env(hub, tmp_path / "home"))
     files = _uploaded(hub, "tester/digits-copy")
     assert set(files) == PIPELINE_FILES

@@ -468,9 +468,16 @@ def test_make_scheduler_builds_every_sampler(tiny_unet):
     assert make_scheduler("ddpm", config, variance_type="fixed_small").config.variance_type == "fixed_small"
     assert make_scheduler("ddim", make_scheduler("ddpm", config)).config.set_alpha_to_one
     dpm = make_scheduler("dpm_solver", config)
-    assert (
-        dpm.config.solver_order == 3 and dpm.config.algorithm_type == "dpmsolver++" and dpm.config.variance_type is None
-    )
+    assert dpm.config.solver_order == 3 and dpm.config.algorithm_type == "dpmsolver++"
+    # A fixed variance stays (DPM-Solver ignores it), so the config turns back into the model's own.
+    assert dpm.config.variance_type == "fixed_large"
+    assert make_scheduler("ddpm", dpm).config.variance_type == "fixed_large"
+    assert make_scheduler("ddim", dpm).config.timestep_spacing == "trailing"
+    # A learned variance is left to the pipeline (DPM-Solver's own slicing assumes 3 channels); back in ours, the
+    # config says nothing of it and our default applies.
+    learned = make_scheduler("dpm_solver", {**config, "variance_type": "learned_range"})
+    assert learned.config.variance_type is None
+    assert make_scheduler("ddpm", learned).config.variance_type == PaperDDPMScheduler().config.variance_type
     assert make_scheduler("pndm", config).config.skip_prk_steps
     assert make_scheduler("ddim", config, timestep_spacing="leading").config.timestep_spacing == "leading"
     assert [returns_pred_original_sample(make_scheduler(n, config)) for n in SAMPLERS] == [

@@ -218,7 +218,6 @@ def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_stat
         (["--ddpm_num_inference_steps", "51"], "--ddpm_num_inference_steps must be in 1..50, got 51"),
         (["--eval_num_timesteps", "1"], "--eval_num_timesteps must be in 2..50, got 1"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1, got 0"),
-        (["--variance_type", "learned_range"], "learned_range needs the hybrid loss"),
         (["--eval_fid_steps", "2", "--eval_num_samples", "1"], "--eval_num_samples must be >= 2, got 1"),
         (["--eval_fid_steps", "2"], "The FID Inception weights are not on this machine"),
         (["--eval_fid_steps", "2", "--inception_weights", "{tmp}/none.pth"], "No Inception weight file at"),
@@ -242,13 +241,20 @@ def test_output_dir_of_another_run_is_refused_unless_overwritten(tmp_path):
     first = run("--output_dir", str(out), "--max_train_steps", "2", "--resume_from_checkpoint", "latest")
     assert "no checkpoint in" in first.stderr and "starting fresh" in first.stderr
     before = unet_weights(out)
-    for extra in ([], ["--resume_from_checkpoint", "latest"]):  # a pipeline but no checkpoint to resume
+    refusals = {
+        (): "holds another run. Pass --resume_from_checkpoint latest",
+        ("--resume_from_checkpoint", "latest"): "holds a finished run but no checkpoint to resume",
+    }
+    for extra, message in refusals.items():  # a pipeline but no checkpoint to resume
         result = run("--output_dir", str(out), "--max_train_steps", "2", *extra, check=False)
-        assert result.returncode != 0 and "holds another run. Pass --resume_from_checkpoint latest" in result.stderr
+        assert result.returncode != 0 and message in result.stderr and "starting fresh" not in result.stderr
         assert all(torch.equal(before[k], v) for k, v in unet_weights(out).items())
+    (out / "eval_results.json").write_text('{"results": []}')  # what an evaluation of the old run left
+    (out / "notes.txt").write_text("mine")
     run("--output_dir", str(out), "--max_train_steps", "2", "--seed", "1", "--overwrite_output_dir")
     after = unet_weights(out)
     assert any(not torch.equal(before[k], v) for k, v in after.items())
+    assert not (out / "eval_results.json").exists() and (out / "notes.txt").read_text() == "mine"
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -83,6 +83,8 @@ def test_a_batch_size_given_for_the_run_wins_over_the_presets_total():
     [
         ("--lr_scheduler", "bogus"),
         ("--variance_type", "large"),
+        ("--variance_type", "learned_range"),
+        ("--lr_scheduler", "piecewise_constant"),
         ("--prediction_type", "x0"),
         ("--beta_schedule", "cosine"),
         ("--mixed_precision", "fp8"),
@@ -102,6 +104,9 @@ def test_config_file_values_meet_the_same_choices(tmp_path):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"lr_scheduler": "bogus"}))
     with pytest.raises(ValueError, match=r"--lr_scheduler must be one of linear, cosine, .*, got 'bogus'"):
+        check_train_args(parse_train_args(["--config", str(config)]))
+    config.write_text(json.dumps({"variance_type": "learned_range"}))
+    with pytest.raises(ValueError, match="learned_range needs the hybrid loss"):
         check_train_args(parse_train_args(["--config", str(config)]))
     config.write_text(json.dumps({"hub_strategy": "sometimes", "push_to_hub": True}))
     with pytest.raises(ValueError, match="--hub_strategy must be one of end, every_save"):

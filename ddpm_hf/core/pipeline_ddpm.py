@@ -60,10 +60,12 @@ class DDPMPipeline(DiffusionPipeline, PaperDemonstrationsMixin):
     Components:
         unet (`UNet2DModel`): the denoising network eps_theta(x_t, t) (or x_0 / v, per the scheduler).
         scheduler (`SchedulerMixin`): `PaperDDPMScheduler` (the paper's Algorithm 2, sampled by a lean loop);
-            diffusers' `DDPMScheduler` is accepted and converted to it, so folders and Hub repos made by diffusers
-            load as they are. Any other diffusers scheduler (`DDIMScheduler`, `DPMSolverMultistepScheduler`,
-            `EulerAncestralDiscreteScheduler`, `PNDMScheduler`, ...) samples through diffusers' documented loop
-            (see `__call__`); `ddpm_hf.core.samplers.make_scheduler` builds them from the model's config.
+            diffusers' `DDPMScheduler`, given to the constructor or `from_pretrained`, is converted to it, so folders
+            and Hub repos made by diffusers load as they are (one assigned later to `pipe.scheduler` stays diffusers'
+            and samples through its loop). Any other diffusers scheduler (`DDIMScheduler`,
+            `DPMSolverMultistepScheduler`, `EulerAncestralDiscreteScheduler`, `PNDMScheduler`, ...) samples
+            through diffusers' documented loop (see `__call__`); `ddpm_hf.core.samplers.make_scheduler` builds
+            them from the model's config.
 
     `save_pretrained` writes a folder that stock `diffusers.DDPMPipeline.from_pretrained` loads: with our
     scheduler it declares diffusers' `DDPMScheduler`; any other scheduler is saved as itself. Load with another

@@ -62,9 +62,7 @@ SCHEDULER_CLASSES: dict[str, type[SchedulerMixin]] = {
 SAMPLER_SETTINGS: dict[str, dict[str, Any]] = {
     "ddpm": {},
     "ddim": {"set_alpha_to_one": True},
-    # variance_type None: the pipeline hands DPM-Solver the first half of a learned-variance output itself (the
-    # scheduler's own "learned_range" slicing assumes 3 image channels).
-    "dpm_solver": {"algorithm_type": "dpmsolver++", "solver_order": 3, "variance_type": None},
+    "dpm_solver": {"algorithm_type": "dpmsolver++", "solver_order": 3},
     "euler_ancestral": {},
     "pndm": {"skip_prk_steps": True},
 }
@@ -115,12 +113,18 @@ def make_scheduler(
         raise ValueError(
             f"`config` must be a scheduler config (a mapping) or a scheduler, got {type(config).__name__}."
         )
+    # A config another sampler left without a variance (DPM-Solver's, below) gets the class's default.
+    config = {k: v for k, v in config.items() if not (k == "variance_type" and v is None)}
     settings = {**SAMPLER_SETTINGS[name], "timestep_spacing": timestep_spacing, **overrides}
+    if name == "dpm_solver" and config.get("variance_type") in ("learned", "learned_range"):
+        # The pipeline hands DPM-Solver the first half of a learned-variance output itself: the scheduler's own
+        # slicing assumes 3 image channels. Fixed variances stay in its config (it ignores them).
+        settings.setdefault("variance_type", None)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     if unknown := sorted(set(settings) - accepted):
         raise ValueError(f"{cls.__name__} (sampler {name!r}) takes no {', '.join(unknown)}.")
     try:
-        scheduler = cls.from_config(dict(config), **settings)
+        scheduler = cls.from_config(config, **settings)
     except (ValueError, NotImplementedError) as error:
         raise ValueError(f"{cls.__name__} (sampler {name!r}) cannot be built from this config: {error}") from error
     _check_same_process(scheduler, config, name)

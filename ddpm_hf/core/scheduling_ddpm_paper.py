@@ -203,7 +203,7 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         self._timestep_list = descending.tolist()
         ascending = descending[::-1].copy()
         self.chain = chain = self.train_chain.respaced(ascending)
-        self._step_index = {int(t): k for k, t in enumerate(descending)}
+        self._index_of_timestep = {int(t): k for k, t in enumerate(descending)}
         on_chain = torch.from_numpy(ascending)
 
         def by_timestep(values: torch.Tensor) -> torch.Tensor:
@@ -226,10 +226,10 @@ class PaperDDPMScheduler(SchedulerMixin, ConfigMixin):
         """The position k of `timestep` in `self.timesteps` (sampling order): k = 0 is the first step (t = T - 1 for
         the full chain), k = K - 1 the last, noise-free one. Every step index in this package means this."""
         t = int(timestep)
-        if t not in self._step_index:
+        if t not in self._index_of_timestep:
             shown = self._timestep_list[:5] + (["..."] if len(self._timestep_list) > 5 else [])
             raise ValueError(f"`timestep` {t} is not in the current schedule {shown}; see `set_timesteps`.")
-        return self._step_index[t]
+        return self._index_of_timestep[t]
 
     def is_last_step(self, timestep: int | torch.Tensor) -> bool:
         """Whether `timestep` is the chain's last step, which returns the mean without noise (Algorithm 2)."""

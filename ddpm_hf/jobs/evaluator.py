@@ -97,8 +97,8 @@ class EvaluationArguments:
         default="inception",
         metadata={
             "help": "inception: the FID Inception network (published FID/KID/IS; needs its weights). random: a "
-            "fixed-seed random conv net (ddpm_hf.metrics.RandomFeatureSpace), for machines without the weights; its "
-            "FID/KID compare only with numbers in that same space and resolution."
+            "fixed-seed random conv net (ddpm_hf.tools.metrics.RandomFeatureSpace), for machines without the weights; "
+            "its FID/KID compare only with numbers in that same space and resolution."
         },
     )
     inception_weights: str | None = field(

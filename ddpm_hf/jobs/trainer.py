@@ -46,6 +46,7 @@ from ..tools.run_folder import (
     TRAIN_ARGS_FILE,
     TRAINING_RUN_FILE,
     holds_pipeline,
+    remove_run,
     step_samples_path,
     write_json,
 )
@@ -212,14 +213,17 @@ class DDPMTrainer:
 
     def _check_output_dir(self) -> Path | None:
         """The checkpoint to resume from, if any. An output folder that holds another run is an error unless
-        resuming it or overwriting it (--overwrite_output_dir); `latest` with no checkpoint yet starts fresh."""
+        resuming it or overwriting it (--overwrite_output_dir); `latest` in a folder with no run yet starts fresh."""
         train_args = self.args.train
         resume, found = train_args.resume_from_checkpoint, checkpoints.complete_checkpoints(self.checkpoint_root)
         holds_run = bool(found) or holds_pipeline(self.output_dir)
         if resume == "latest" and not found:
-            logger.warning(
-                f"--resume_from_checkpoint latest: no checkpoint in {self.checkpoint_root} yet; starting fresh."
-            )
+            if holds_run and not train_args.overwrite_output_dir:
+                raise ValueError(
+                    f"--resume_from_checkpoint latest: {self.output_dir} holds a finished run but no checkpoint to "
+                    "resume. Pass --overwrite_output_dir to replace it, or choose another --output_dir."
+                )
+            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {self.checkpoint_root}; starting fresh.")
             resume = None
         path = None if resume is None else checkpoints.resolve(resume, self.checkpoint_root)
         resumes_here = path is not None and path.resolve().parent == self.checkpoint_root.resolve()
@@ -229,6 +233,9 @@ class DDPMTrainer:
                 "it, --overwrite_output_dir to replace it, or choose another --output_dir."
             )
         return path
+
+    def _resumes_here(self) -> bool:
+        return self.resume_path is not None and self.resume_path.resolve().parent == self.checkpoint_root.resolve()
 
     def _run_state(self) -> dict:
         return {
@@ -286,8 +293,8 @@ class DDPMTrainer:
         accelerator = self.accelerator
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.args.train.overwrite_output_dir and self.resume_path is None:
-                shutil.rmtree(self.checkpoint_root, ignore_errors=True)  # another run's checkpoints would be `latest`
+            if self.args.train.overwrite_output_dir and not self._resumes_here():
+                remove_run(self.output_dir, self.args.train.logging_dir)
             checkpoints.remove_unfinished(self.checkpoint_root)
             remove_snapshots(self.output_dir)
             write_json(self.output_dir / TRAIN_ARGS_FILE, self.args.to_dict())

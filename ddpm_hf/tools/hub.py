@@ -163,7 +163,9 @@ def push_pipeline(
     seed: int = 0,
     **save_kwargs: Any,
 ) -> CommitInfo:
-    """`DDPMPipeline.push_to_hub`: the pipeline, its card and a sample grid, as one commit.
+    """Push `pipeline` to the Hub with this project's model card and a sample grid, as one commit.
+
+    (`pipeline.push_to_hub` is diffusers' own: the pipeline with diffusers' generic card.)
 
     When the pipeline was loaded from a folder the trainer wrote, or from a repo pushed from one, its run
     record, measurements and sample grid go up with it and fill the card; otherwise `num_sample_images`
@@ -185,7 +187,7 @@ def push_pipeline(
         return publisher.push(
             folder,
             commit_message or "Upload DDPMPipeline",
-            retry_hint="Nothing was changed on the Hub; call push_to_hub again.",
+            retry_hint="Nothing was changed on the Hub; call push_pipeline again.",
             create_pr=create_pr,
         )
 

@@ -15,6 +15,7 @@ updates, the card describes and the Hub receives.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,13 @@ def training_record(folder: Path) -> dict[str, Any]:
 
 def step_samples_path(folder: Path, step: int) -> Path:
     return Path(folder) / SAMPLES_DIR / f"step-{step}.png"
+
+
+def remove_run(folder: Path, logging_dir: str = DEFAULT_LOGGING_DIR) -> None:
+    """Delete what a run wrote into `folder` (pipeline, card, records, samples, checkpoints, tracker logs), so that
+    a run replacing it (--overwrite_output_dir) leaves nothing of the old one behind; other files stay."""
+    folder = Path(folder)
+    for name in (PIPELINE_INDEX, MODEL_CARD_FILE, *RUN_FILES):
+        (folder / name).unlink(missing_ok=True)
+    for name in ("unet", "scheduler", SAMPLES_DIR, CHECKPOINTS_DIR, logging_dir):
+        shutil.rmtree(folder / name, ignore_errors=True)
