@@ -170,8 +170,12 @@ def test_card_header_and_body_carry_the_run(tmp_path, tiny_unet):
         'DDPMPipeline.from_pretrained("me/ddpm-test")',
         "num_inference_steps=50",
         "@inproceedings{ho2020denoising",
+        "## Limitations",
+        "It was trained on 1617 images, a small set: samples\n  can lie close to training images",
+        "is not on PyPI: install it from a checkout",
     ]:
         assert shown in text, shown
+    assert "pip install ddpm_hf" not in text
     assert "{{" not in text and "None" not in text.split("## Use")[0]
     assert "![samples]" not in text  # no samples.png in the folder
 

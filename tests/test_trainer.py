@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -71,6 +73,11 @@ def test_few_step_run_writes_every_output(tmp_path):
     pipe = DDPMPipeline.from_pretrained(out)
     assert isinstance(pipe.scheduler, PaperDDPMScheduler) and pipe.scheduler.config.num_train_timesteps == 50
     assert (out / "samples.png").is_file() and (out / "samples" / "step-3.png").is_file()
+    # 4 tiles of 8x8 on a 2x2 grid are 22 pixels wide: enlarged 12 times, nearest-neighbour, to 264.
+    with PIL.Image.open(out / "samples.png") as grid:
+        assert grid.width >= 256 and grid.width == 22 * 12
+        pixels = np.asarray(grid)
+        assert (pixels[::12, ::12].repeat(12, 0).repeat(12, 1) == pixels).all()  # blocks, not smoothed
     card = (out / "README.md").read_text()
     for fact in ["load_digits", "none (the embedded default job)", "lr 0.002", "6 of 6", "fixed_large"]:
         assert fact in card, fact

@@ -88,6 +88,13 @@ def make_grid(images: list[PIL.Image.Image], ncols: int | None = None, padding: 
     return grid
 
 
+def enlarged(image: PIL.Image.Image, min_width: int = 256) -> PIL.Image.Image:
+    """`image` enlarged by the smallest whole factor that makes it at least `min_width` pixels wide, with
+    nearest-neighbour resampling (every pixel becomes a square block: nothing is smoothed or invented)."""
+    factor = max(1, math.ceil(min_width / image.width))
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), PIL.Image.NEAREST)
+
+
 def labelled_grid(
     rows: Sequence[Sequence[PIL.Image.Image]],
     column_labels: Sequence[str] | None = None,

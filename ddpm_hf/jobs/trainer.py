@@ -28,7 +28,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..core.images import make_grid, to_model_range
+from ..core.images import enlarged, make_grid, to_model_range
 from ..core.likelihood import bits_per_dim
 from ..core.losses import l_simple
 from ..core.pipeline_ddpm import DDPMPipeline
@@ -437,7 +437,7 @@ class DDPMTrainer:
             generator=torch.Generator(self.accelerator.device).manual_seed(self.args.train.seed),
             num_inference_steps=self.args.model.ddpm_num_inference_steps,
         ).images
-        grid = make_grid(images)
+        grid = enlarged(make_grid(images))  # tiny images stay visible on a Hub page
         path.parent.mkdir(parents=True, exist_ok=True)
         grid.save(path)
         array = np.asarray(grid.convert("RGB"))

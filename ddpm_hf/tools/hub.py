@@ -23,7 +23,7 @@ import torch
 from huggingface_hub import CommitInfo, HfApi, constants, get_token, hf_hub_download
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from ..core.images import make_grid
+from ..core.images import enlarged, make_grid
 from .model_card import write_model_card
 from .run_folder import (
     CHECKPOINTS_DIR,
@@ -182,7 +182,8 @@ def push_pipeline(
                 shutil.copy2(found, folder / name)
         if num_sample_images and not (folder / SAMPLES_FILE).is_file():
             generator = torch.Generator(pipeline.device).manual_seed(seed)
-            make_grid(pipeline(batch_size=num_sample_images, generator=generator).images).save(folder / SAMPLES_FILE)
+            images = pipeline(batch_size=num_sample_images, generator=generator).images
+            enlarged(make_grid(images)).save(folder / SAMPLES_FILE)
         write_model_card(folder, pipeline, publisher.repo_id, license)
         return publisher.push(
             folder,
