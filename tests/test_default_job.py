@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def grid_tiles(path: Path, n: int = 64, size: int = 8, cols: int = 8, pad: int = 2) -> np.ndarray:
     grid = np.asarray(PIL.Image.open(path).convert("L"), dtype=np.float64) / 255
+    factor = grid.shape[1] // (cols * (size + pad) + pad)  # the grid is enlarged by whole blocks for the card
+    grid = grid[::factor, ::factor]
     starts = [(pad + r * (size + pad), pad + c * (size + pad)) for r in range(n // cols) for c in range(cols)]
     return np.stack([grid[y : y + size, x : x + size].reshape(-1) for y, x in starts])
 
