@@ -287,9 +287,8 @@ class DDPMPipeline(DiffusionPipeline, PaperDemonstrationsMixin):
         else:
             if num_inference_steps is None:
                 num_inference_steps = T
-            if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-                raise ValueError(f"`num_inference_steps` must be an integer in 1..{T}, got {num_inference_steps!r}.")
-            if not 1 <= num_inference_steps <= T:
+            integer = isinstance(num_inference_steps, int) and not isinstance(num_inference_steps, bool)
+            if not integer or not 1 <= num_inference_steps <= T:
                 raise ValueError(f"`num_inference_steps` must be an integer in 1..{T}, got {num_inference_steps!r}.")
             scheduler.set_timesteps(num_inference_steps, device=device)
         chain = [_timestep_key(t) for t in scheduler.timesteps.tolist()]  # read once: no synchronisation per step

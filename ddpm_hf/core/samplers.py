@@ -74,14 +74,6 @@ PREDICTION_TYPES: dict[str, tuple[str, ...]] = {
     "euler_ancestral": ("epsilon", "v_prediction"),
     "pndm": ("epsilon", "v_prediction"),
 }
-# What a sampler's name says it is, for messages and tables.
-SAMPLER_DESCRIPTIONS: dict[str, str] = {
-    "ddpm": "Algorithm 2 of Ho et al. 2020 (respaced chain for fewer steps)",
-    "ddim": "DDIM (Song et al. 2021)",
-    "dpm_solver": "DPM-Solver++ multistep, order 3 (Lu et al. 2022)",
-    "euler_ancestral": "Euler ancestral (Karras et al. 2022)",
-    "pndm": "PLMS (Liu et al. 2022)",
-}
 
 
 def make_scheduler(

@@ -39,6 +39,7 @@ from ..tools.data import StepSampler, load_image_data, random_flip, step_generat
 from ..tools.distributed import on_main_process
 from ..tools.evaluation import BoundResult, bound_entry, fid_entry, generate, sample_metrics, score_samples
 from ..tools.hub import HubPublisher, remove_snapshots, upload_patterns
+from ..tools.metrics import ImageQualityMetrics
 from ..tools.model_card import write_model_card
 from ..tools.run_folder import (
     CHECKPOINTS_DIR,
@@ -129,7 +130,7 @@ class DDPMTrainer:
                 "--eval_fid_steps to 0."
             )
 
-    def _sample_metrics(self):
+    def _sample_metrics(self) -> ImageQualityMetrics | None:
         """The FID scorer, built now so that missing Inception weights stop the run before training."""
         train_args = self.args.train
         if not train_args.eval_fid_steps:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..core.images import to_model_range, to_uint8
-from ..core.likelihood import VariationalBound, bits_per_dim
+from ..core.likelihood import ModelFn, VariationalBound, bits_per_dim
 from ..core.scheduling_ddpm_paper import PaperDDPMScheduler
 from .distributed import chunk_generator, map_chunks, on_main_process
 from .metrics import ImageQualityMetrics, build_feature_space
@@ -68,6 +69,30 @@ class BoundResult:
 
 
 @torch.no_grad()
+def bound_by_chunks(
+    unet: torch.nn.Module | ModelFn,
+    scheduler: PaperDDPMScheduler,
+    images: torch.Tensor,
+    keep: Callable[[VariationalBound], tuple[torch.Tensor, ...]],
+    batch_size: int = 64,
+    num_timesteps: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """`bits_per_dim` on uint8 `images` `(N, C, H, W)` in chunks of `batch_size`, chunk k with the noise of
+    `chunk_generator(seed, k)`, shared among processes; `keep(bound)` picks the per-image tensors to return, each
+    concatenated over all N images in float64 on the CPU (only those cross between processes)."""
+    parameter = next(unet.parameters(), None) if isinstance(unet, torch.nn.Module) else None
+    device = parameter.device if parameter is not None else torch.device("cpu")
+
+    def work(k: int, indices: range) -> tuple[torch.Tensor, ...]:
+        x0 = to_model_range(images[indices.start : indices.stop].to(device))
+        bound = bits_per_dim(unet, scheduler, x0, chunk_generator(seed, k, device), progress, num_timesteps)
+        return tuple(part.double().cpu() for part in keep(bound))
+
+    return tuple(torch.cat(parts) for parts in zip(*map_chunks(len(images), batch_size, work), strict=True))
+
+
 def evaluate_bound(
     unet: torch.nn.Module,
     scheduler: PaperDDPMScheduler,
@@ -79,16 +104,17 @@ def evaluate_bound(
 ) -> BoundResult:
     """The bound in bits/dim of each of `images` (uint8 `(N, C, H, W)`, the dataset as decoded), over all T
     terms or, with `num_timesteps`, its labelled unbiased estimate from that many terms (`bits_per_dim`); the images
-    are shared among processes."""
-    device = next(unet.parameters()).device
-
-    def work(k: int, indices: range) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x0 = to_model_range(images[indices.start : indices.stop].to(device))
-        bound = bits_per_dim(unet, scheduler, x0, chunk_generator(seed, k, device), progress, num_timesteps)
-        return bound.total_bpd.double().cpu(), bound.prior_bpd.double().cpu(), bound.terms_bpd[:, 0].double().cpu()
-
-    results = map_chunks(len(images), batch_size, work)
-    total, prior, decoder = (torch.cat(parts) for parts in zip(*results, strict=True))
+    are shared among processes (`bound_by_chunks`)."""
+    total, prior, decoder = bound_by_chunks(
+        unet,
+        scheduler,
+        images,
+        lambda bound: (bound.total_bpd, bound.prior_bpd, bound.terms_bpd[:, 0]),
+        batch_size,
+        num_timesteps,
+        seed,
+        progress,
+    )
     T = len(scheduler)
     steps = T if num_timesteps is None else num_timesteps
     return BoundResult(total, float(prior.mean()), float(decoder.mean()), steps, steps < T)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ..core.images import to_model_range
-from ..core.likelihood import ModelFn, bits_per_dim
+from ..core.likelihood import ModelFn
 from ..core.scheduling_ddpm_paper import PaperDDPMScheduler
-from .distributed import chunk_generator, map_chunks
+from .evaluation import bound_by_chunks
 from .plots import Line, Panel, save_panels
 
 
@@ -95,9 +94,10 @@ def rate_distortion(
 ) -> RateDistortion:
     """Rate and distortion at every reverse step (Sec. 4.3, Fig. 5), from the full bound of Eq. 5 on `images`.
 
-    Each batch is one `bits_per_dim` call over all T terms with the noise of `ddpm_hf.tools.evaluation.evaluate_bound`
-    (chunk k of the index range drawn from `chunk_generator(seed, k)`; shared among processes the same way), so
-    the end point is that function's bound on the same images, batch size and seed.
+    The bound is computed by `ddpm_hf.tools.evaluation.bound_by_chunks`, as `evaluate_bound` computes it (one
+    `bits_per_dim` call over all T terms per chunk of the images, chunk k with the noise of
+    `chunk_generator(seed, k)`, shared among processes), so the end point is that function's bound on the same
+    images, batch size and seed.
 
     Args:
         unet: the model, called as `unet(x_t, t)` (see `bits_per_dim`); in eval mode.
@@ -115,17 +115,14 @@ def rate_distortion(
             f"`images` must be a non-empty uint8 tensor (N, channels, height, width); got {images.dtype} "
             f"{tuple(images.shape)}."
         )
-    parameter = next(unet.parameters(), None) if isinstance(unet, torch.nn.Module) else None
-    device = parameter.device if parameter is not None else torch.device("cpu")
-
-    def work(k: int, indices: range) -> tuple[torch.Tensor, ...]:
-        x0 = to_model_range(images[indices.start : indices.stop].to(device))
-        bound = bits_per_dim(unet, scheduler, x0, chunk_generator(seed, k, device), progress)
-        parts = (bound.total_bpd, bound.prior_bpd, bound.terms_bpd, bound.x0_mse)
-        return tuple(part.double().cpu() for part in parts)
-
-    total, prior, terms, x0_mse = (
-        torch.cat(parts) for parts in zip(*map_chunks(len(images), batch_size, work), strict=True)
+    total, prior, terms, x0_mse = bound_by_chunks(
+        unet,
+        scheduler,
+        images,
+        lambda bound: (bound.total_bpd, bound.prior_bpd, bound.terms_bpd, bound.x0_mse),
+        batch_size,
+        seed=seed,
+        progress=progress,
     )
     T = terms.shape[1]
     # Bits sent after the state at timestep t: L_T and the KL terms of columns t+1 .. T-1 (L_{T-1} .. L_{t+1}).
