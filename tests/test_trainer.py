@@ -18,6 +18,7 @@ from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.losses import l_simple
 from ddpm_hf.jobs.arguments import parse_train_args
 from ddpm_hf.jobs.trainer import DDPMTrainer
+from ddpm_hf.tools.run_folder import holds_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train_scripts" / "train_ddpm.py"
@@ -44,7 +45,7 @@ def test_few_step_run_writes_every_output(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    run(
+    result = run(
         "--output_dir",
         str(out),
         "--max_train_steps",
@@ -55,8 +56,6 @@ def test_few_step_run_writes_every_output(tmp_path):
         "3",
         "--eval_num_timesteps",
         "5",
-        "--save_images_steps",
-        "3",
         "--ddpm_num_inference_steps",
         "5",
         "--save_model_steps",
@@ -72,7 +71,15 @@ def test_few_step_run_writes_every_output(tmp_path):
     )
     pipe = DDPMPipeline.from_pretrained(out)
     assert isinstance(pipe.scheduler, PaperDDPMScheduler) and pipe.scheduler.config.num_train_timesteps == 50
-    assert (out / "samples.png").is_file() and (out / "samples" / "step-3.png").is_file()
+    # A grid at each evaluation by default (step 3; the one of step 6 is the final samples.png).
+    assert (out / "samples.png").is_file() and [p.name for p in (out / "samples").iterdir()] == ["step-3.png"]
+    for line in [
+        "INFO ddpm_hf.jobs.trainer: Saved",
+        "Final evaluation: the full bound (50 terms) on 64 held-out images",
+        "INFO ddpm_hf.jobs.trainer: Bound on 64 held-out images:",
+        "Saving the pipeline, the sample grid and the model card",
+    ]:
+        assert line in result.stderr, line
     # 4 tiles of 8x8 on a 2x2 grid are 22 pixels wide: enlarged 12 times, nearest-neighbour, to 264.
     with PIL.Image.open(out / "samples.png") as grid:
         assert grid.width >= 256 and grid.width == 22 * 12
@@ -112,8 +119,35 @@ def test_few_step_run_writes_every_output(tmp_path):
     assert "4 samples, 5 steps, step 6" in results["fid_random_features"]["name"]
     assert results["bits_per_dim"]["value"] == pytest.approx(events.Scalars("eval/bpd")[-1].value)
     assert "all 50 terms; 64 held-out images; EMA weights of step 6" in results["bits_per_dim"]["name"]
-    assert "samples" in events.Tags()["images"]
+    assert [e.step for e in events.Images("samples")] == [3, 6]
     assert [e.step for e in events.Scalars("loss")] == [2, 4, 6]
+    assert events.path.endswith(str(Path("logs") / "ddpm_hf")), "the default --tracker_project_name"
+
+
+def test_quick_trial_skips_the_final_phase_and_checkpoints_the_last_step(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    flags = "--max_train_steps 5 --checkpointing_steps 3 --eval_steps 2 --eval_num_timesteps 5".split()
+    result = run("--output_dir", str(out), *flags, "--final_eval_batch_size", "0", "--num_sample_images", "0")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-5"]
+    assert holds_pipeline(out) and not (out / "samples.png").exists() and not (out / "samples").exists()
+    assert "![samples]" not in (out / "README.md").read_text()
+    assert json.loads((out / "training_run.json").read_text())["results"][0]["name"].startswith(
+        "NLL bound, bits/dim (unbiased estimate from 5 of 50 terms"
+    ), "the card keeps the last estimate, labelled as one"
+    assert "Final evaluation" not in result.stderr
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents*")).parent)).Reload()
+    assert events.Tags()["images"] == [] and "eval/bpd" not in events.Tags()["scalars"]
+
+
+def test_a_bad_flag_is_one_line_without_a_traceback(tmp_path):
+    result = run("--output_dir", str(tmp_path / "run"), "--resolution", "9", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "train_ddpm.py: error: --resolution 9 does not suit --unet tiny: it halves the image between each two of its "
+        "2 levels, so the resolution must be a multiple of 2."
+    ]
 
 
 @pytest.mark.slow
@@ -132,7 +166,7 @@ def test_two_processes_share_weights_and_split_the_data(tmp_path, accelerate_lau
         assert not set(a) & set(b), "each process sees its own images"
     assert len(ranks[0]["indices"]) == 8, "4 optimizer steps x 2 accumulated micro-batches"
     # Only the main process writes: one pipeline, one tracker run.
-    assert (out / "model_index.json").is_file() and len(list((out / "logs" / "ddpm").glob("events.out*"))) == 1
+    assert (out / "model_index.json").is_file() and len(list((out / "logs" / "ddpm_hf").glob("events.out*"))) == 1
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents*")).parent)).Reload()
@@ -216,12 +250,13 @@ def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_stat
         (["--train_data_dir", "{tmp}/nowhere"], "--train_data_dir .*nowhere does not exist"),
         (["--train_data_dir", "{tmp}/empty"], "--train_data_dir .*empty holds no image files"),
         (["--train_data_dir", "{tmp}/bad"], "Cannot read image .*broken.png"),
-        (["--resolution", "9"], "--resolution 9 does not suit the UNet: .* a multiple of 2"),
+        (["--resolution", "9"], "--resolution 9 does not suit --unet tiny: .* a multiple of 2"),
         (["--resume_from_checkpoint", "{tmp}"], "is not a complete checkpoint"),
         (["--unet", "cifar100"], "--unet 'cifar100' is neither a preset"),
         (["--total_batch_size", "7", "--gradient_accumulation_steps", "2"], "--total_batch_size 7 is not divisible"),
         (["--preset", "celebahq"], "--preset celebahq trains 256x256 images: give --dataset_name or --train_data_dir"),
-        (["--num_sample_images", "0"], "--num_sample_images must be >= 1, got 0"),
+        (["--num_sample_images", "-1"], "--num_sample_images must be >= 0, got -1"),
+        (["--final_eval_batch_size", "-1"], "--final_eval_batch_size must be >= 0, got -1"),
         (["--ddpm_num_inference_steps", "51"], "--ddpm_num_inference_steps must be in 1..50, got 51"),
         (["--eval_num_timesteps", "1"], "--eval_num_timesteps must be in 2..50, got 1"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1, got 0"),
@@ -370,3 +405,18 @@ def test_memory_and_speed_flags_fall_back_on_the_cpu(tmp_path):
     result = run("--output_dir", str(out), *flags)
     assert "--allow_tf32 has no effect without a CUDA device" in result.stderr
     assert all(torch.isfinite(v).all() for v in unet_weights(out).values())
+
+
+def test_trackers_get_the_project_and_the_run_name(tmp_path, fresh_accelerate_state, monkeypatch):
+    from accelerate import Accelerator
+
+    calls = []
+    monkeypatch.setattr(Accelerator, "init_trackers", lambda self, *a, **kw: calls.append((a, kw)))
+    argv = [*QUICK, "--output_dir", str(tmp_path / "my-run"), "--max_train_steps", "1", "--num_sample_images", "0"]
+    DDPMTrainer(parse_train_args([*argv, "--tracker_project_name", "digits"])).train()
+    DDPMTrainer(parse_train_args([*argv, "--run_name", "trial", "--overwrite_output_dir"])).train()
+    (project, *_), kwargs = calls[0]
+    assert project == "digits" and kwargs["init_kwargs"]["wandb"] == {"name": "my-run"}, "default: the folder's name"
+    assert kwargs["init_kwargs"]["mlflow"] == {"run_name": "my-run"}
+    (project, *_), kwargs = calls[1]
+    assert project == "ddpm_hf" and kwargs["init_kwargs"]["wandb"] == {"name": "trial"}

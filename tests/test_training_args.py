@@ -88,7 +88,7 @@ def test_a_batch_size_given_for_the_run_wins_over_the_presets_total():
         ("--prediction_type", "x0"),
         ("--beta_schedule", "cosine"),
         ("--mixed_precision", "fp8"),
-        ("--logger", "comet"),
+        ("--report_to", "comet"),
         ("--eval_feature_space", "clip"),
         ("--hub_strategy", "sometimes"),
     ],
@@ -122,3 +122,35 @@ def test_help_lists_the_choices_and_boolean_flags_work_bare(capsys):
     assert parse_train_args(["--hub_private_repo", "false"]).hub.hub_private_repo is False
     assert parse_train_args([]).hub.hub_private_repo is None
     assert parse_train_args(["--random_flip", "--push_to_hub"]).data.random_flip is True
+
+
+def test_report_to_takes_any_installed_tracker_and_logger_is_its_alias(tmp_path):
+    import importlib.util
+
+    assert parse_train_args(["--logger", "none"]).train.report_to == "none"
+    assert parse_train_args(["--report_to", "all"]).train.report_to == "all"
+    config = tmp_path / "run.yaml"
+    config.write_text("logger: none\n")  # the old name, in a config file
+    assert parse_train_args(["--config", str(config)]).train.report_to == "none"
+    missing = next(name for name in ("mlflow", "aim", "dvclive", "swanlab") if importlib.util.find_spec(name) is None)
+    with pytest.raises(ValueError, match=f"--report_to {missing} needs its package: pip install {missing}"):
+        check_train_args(parse_train_args(["--report_to", missing]))
+    check_train_args(parse_train_args(["--report_to", "tensorboard", "--run_name", "trial"]))
+
+
+def test_channels_override_the_presets_and_help_names_each_presets_channels_and_resolutions(capsys):
+    args = parse_train_args(["--unet", "tiny", "--channels", "1"])
+    config = training_unet_config(args.model.unet, args.data.resolution, channels=args.model.channels)
+    assert config["in_channels"] == config["out_channels"] == 1
+    assert training_unet_config("small", 8)["in_channels"] == 1, "default: the preset's own"
+    with pytest.raises(SystemExit):
+        parse_train_args(["--channels", "2"])
+    assert "argument --channels: invalid choice: 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_train_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    # The paper's CIFAR-10 UNet halves 32x32 three times (to 4x4), its 256x256 one five times (to 8x8).
+    assert "cifar10 (3 channels, made for 32x32, resolution a multiple of 8)" in help_text
+    assert "celebahq (3 channels, made for 256x256, resolution a multiple of 32)" in help_text
+    assert "small (1 channel, made for 8x8, resolution a multiple of 2)" in help_text
+    assert "--final_eval_batch_size 0 --num_sample_images 0" in help_text, "the quick trial is documented"

@@ -26,13 +26,16 @@ from transformers import HfArgumentParser
 
 from ddpm_hf.jobs.arguments import DataArguments, given_flags
 from ddpm_hf.jobs.evaluator import DDPMEvaluator, EvaluationArguments
+from ddpm_hf.tools.cli import configure_logging, usage_errors
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((EvaluationArguments, DataArguments), description=__doc__)
-    args, data_args = parser.parse_args_into_dataclasses(args=argv)
-    evaluator = DDPMEvaluator(args, data_args, given_flags(argv))
+    configure_logging()
+    with usage_errors():
+        parser = HfArgumentParser((EvaluationArguments, DataArguments), description=__doc__)
+        args, data_args = parser.parse_args_into_dataclasses(args=argv)
+        evaluator = DDPMEvaluator(args, data_args, given_flags(argv))
     report = evaluator.run()
     if evaluator.state.is_main_process:
         print(json.dumps({"bound": report.get("bound"), "quality": report.get("quality")}, indent=2))

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline
 from ddpm_hf.jobs.arguments import HubRepoArguments
+from ddpm_hf.tools.cli import configure_logging, usage_errors
 from ddpm_hf.tools.hub import HubPublisher, make_snapshot, upload_patterns
 from ddpm_hf.tools.model_card import write_model_card
 from ddpm_hf.tools.run_folder import (
@@ -35,14 +36,16 @@ class PushArguments:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = HfArgumentParser((PushArguments, HubRepoArguments), description=__doc__)
-    args, hub = parser.parse_args_into_dataclasses(args=argv)
-    folder = Path(args.output_dir)
-    if not holds_pipeline(folder):
-        raise ValueError(f"--output_dir {folder} holds no saved pipeline (no {PIPELINE_INDEX}).")
-    pipeline = None if args.keep_card else DDPMPipeline.from_pretrained(folder)
+    configure_logging()
+    with usage_errors():
+        parser = HfArgumentParser((PushArguments, HubRepoArguments), description=__doc__)
+        args, hub = parser.parse_args_into_dataclasses(args=argv)
+        folder = Path(args.output_dir)
+        if not holds_pipeline(folder):
+            raise ValueError(f"--output_dir {folder} holds no saved pipeline (no {PIPELINE_INDEX}).")
+        pipeline = None if args.keep_card else DDPMPipeline.from_pretrained(folder)
+        publisher = HubPublisher(hub.hub_model_id or folder.resolve().name, hub.hub_token, hub.hub_private_repo)
     logging_dir = (training_record(folder).get("args") or {}).get("logging_dir", DEFAULT_LOGGING_DIR)
-    publisher = HubPublisher(hub.hub_model_id or folder.resolve().name, hub.hub_token, hub.hub_private_repo)
     allow = upload_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, logging_dir)
     snapshot = make_snapshot(folder, allow)
     try:

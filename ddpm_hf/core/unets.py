@@ -85,8 +85,25 @@ def build_unet(preset: str, **overrides: Any) -> UNet2DModel:
     return UNet2DModel(**unet_config(preset, **overrides))
 
 
-def training_unet_config(unet: str, resolution: int, dropout: float | None = None) -> dict[str, Any]:
-    """The config of a preset name or a UNet2DModel config.json path, at `resolution`, checked against it.
+def resolution_factor(config: dict[str, Any]) -> int:
+    """What a resolution must be a multiple of: the UNet halves the image once between each two levels."""
+    return 2 ** (len(config["down_block_types"]) - 1)
+
+
+def describe_presets() -> str:
+    """One line per preset for `--help`: its image channels and the resolutions it takes."""
+    return "; ".join(
+        f"{name} ({config['in_channels']} channel{'s' if config['in_channels'] > 1 else ''}, made for "
+        f"{config['sample_size']}x{config['sample_size']}, resolution a multiple of {resolution_factor(config)})"
+        for name, config in UNET_PRESETS.items()
+    )
+
+
+def training_unet_config(
+    unet: str, resolution: int, dropout: float | None = None, channels: int | None = None
+) -> dict[str, Any]:
+    """The config of a preset name or a UNet2DModel config.json path, at `resolution` (and with `channels` image
+    channels in and out, when given), checked against it.
 
     Raises:
         ValueError: an unknown preset or missing file, a resolution the UNet's down-sampling cannot take,
@@ -101,12 +118,13 @@ def training_unet_config(unet: str, resolution: int, dropout: float | None = Non
     config["sample_size"] = resolution
     if dropout is not None:
         config["dropout"] = dropout
-    levels = len(config["down_block_types"])
-    factor = 2 ** (levels - 1)
+    if channels is not None:
+        config["in_channels"] = config["out_channels"] = channels
+    factor = resolution_factor(config)
     if resolution < factor or resolution % factor:
         raise ValueError(
-            f"--resolution {resolution} does not suit the UNet: its {levels} levels halve the image "
-            f"{levels - 1} times, so the resolution must be a multiple of {factor}."
+            f"--resolution {resolution} does not suit --unet {unet}: it halves the image between each two of its "
+            f"{len(config['down_block_types'])} levels, so the resolution must be a multiple of {factor}."
         )
     if config.get("out_channels", 3) != config.get("in_channels", 3):
         raise ValueError(

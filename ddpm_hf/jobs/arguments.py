@@ -2,25 +2,32 @@
 
 Precedence, lowest first: the dataclass defaults (the embedded CPU default job), `--preset`, a
 `--config` file (JSON or YAML with the same keys as the flags), then the command line.
+
+After the last step the trainer checks the weights are finite, writes a checkpoint, computes the full bound
+(all T terms) on --final_eval_batch_size held-out images, FID if --eval_fid_steps is set, draws the final
+sample grid (--num_sample_images over --ddpm_num_inference_steps steps), saves the pipeline and the model
+card, and pushes with --push_to_hub; each phase logs a line and shows a progress bar. A quick trial run:
+--max_train_steps 20 --final_eval_batch_size 0 --num_sample_images 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import LoggerType
 from diffusers.optimization import SchedulerType
 from transformers import HfArgumentParser
 
 from ..core.schedules import BETA_SCHEDULES
 from ..core.scheduling_ddpm_paper import PREDICTION_TYPES, VARIANCE_TYPES
-from ..core.unets import UNET_PRESETS
+from ..core.unets import describe_presets
 from ..tools.data import DataArguments
 from ..tools.hub import check_repo_id
 from ..tools.run_folder import DEFAULT_LOGGING_DIR
@@ -32,7 +39,9 @@ LR_SCHEDULES = tuple(kind.value for kind in SchedulerType if kind != SchedulerTy
 # learned_range needs the hybrid loss of Nichol & Dhariwal, which the trainer does not offer yet.
 TRAINED_VARIANCES = VARIANCE_TYPES[:4]
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
-LOGGERS = ("tensorboard", "wandb", "none")
+# Every tracker accelerate supports, `all` of those installed, or none.
+TRACKERS = (*(kind.value for kind in LoggerType), "none")
+IMAGE_CHANNELS = (1, 3)
 FEATURE_SPACES = ("inception", "random")
 HUB_STRATEGIES = ("end", "every_save")
 
@@ -41,7 +50,14 @@ HUB_STRATEGIES = ("end", "every_save")
 class ModelArguments:
     unet: str = field(
         default="small",
-        metadata={"help": f"A UNet preset ({', '.join(sorted(UNET_PRESETS))}) or a UNet2DModel config.json path."},
+        metadata={"help": f"A UNet preset: {describe_presets()}; or a UNet2DModel config.json path."},
+    )
+    channels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Image channels: 1 trains on grayscale, 3 on RGB (images are converted); default: the --unet's.",
+            "choices": list(IMAGE_CHANNELS),
+        },
     )
     dropout: float | None = field(default=None, metadata={"help": "Override the UNet's dropout."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "T, the number of diffusion steps."})
@@ -116,15 +132,53 @@ class TrainingArguments:
         },
     )
     allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)."})
-    logger: str = field(default="tensorboard", metadata={"help": "The tracker.", "choices": list(LOGGERS)})
+    report_to: str = field(
+        default="tensorboard",
+        metadata={
+            "help": "The tracker (any of accelerate's; `all`: every one installed; `none`). --logger is an alias.",
+            "choices": list(TRACKERS),
+            "aliases": ["--logger"],
+        },
+    )
+    tracker_project_name: str = field(
+        default="ddpm_hf",
+        metadata={"help": "The trackers' project; TensorBoard writes to output_dir/logging_dir/<this>."},
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The run's name in the trackers that name runs (wandb, mlflow, trackio, swanlab, clearml); "
+            "default: the output_dir's name."
+        },
+    )
     logging_dir: str = field(default=DEFAULT_LOGGING_DIR, metadata={"help": "Tracker folder, relative to output_dir."})
     logging_steps: int = field(default=50, metadata={"help": "Log (and check the loss is finite) every N steps."})
-    save_images_steps: int = field(
-        default=0, metadata={"help": "Also write a sample grid every N steps (0: only at the end)."}
+    save_images_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Write a sample grid (a file and the trackers' images) every N steps; default: at each "
+            "--eval_steps evaluation; 0: only the final one."
+        },
     )
-    num_sample_images: int = field(default=64, metadata={"help": "Images in each sample grid."})
-    eval_steps: int = field(default=500, metadata={"help": "Evaluate the bound on held-out images every N steps."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Held-out images in each evaluation."})
+    num_sample_images: int = field(
+        default=64,
+        metadata={"help": "Images in each sample grid; 0: no grids (nor samples.png on the card)."},
+    )
+    eval_steps: int = field(
+        default=500,
+        metadata={"help": "Estimate the bound on held-out images every N steps; 0: never (nor the final bound)."},
+    )
+    eval_batch_size: int = field(
+        default=64, metadata={"help": "Held-out images in each evaluation, and samples per batch for FID."}
+    )
+    final_eval_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out images of the final evaluation, which computes the full bound (all T terms, the "
+            "card's bits/dim; about T/--eval_num_timesteps times an estimate's work); default: --eval_batch_size; "
+            "0: skip it."
+        },
+    )
     eval_num_timesteps: int | None = field(
         default=50,
         metadata={
@@ -149,7 +203,9 @@ class TrainingArguments:
         default=None, metadata={"help": "Path of pt_inception-2015-12-05-6726825d.pth, for machines without network."}
     )
     save_model_steps: int = field(default=0, metadata={"help": "Also save the pipeline every N steps (0: at the end)."})
-    checkpointing_steps: int = field(default=500, metadata={"help": "Save a resumable checkpoint every N steps."})
+    checkpointing_steps: int = field(
+        default=500, metadata={"help": "Save a resumable checkpoint every N steps and at the last; 0: never."}
+    )
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
     ddp_timeout: int = field(
         default=7200,
@@ -218,6 +274,8 @@ class HubArguments(HubRepoArguments):
     )
 
 
+# Older or alternative names of arguments, accepted in --config files as on the command line.
+CONFIG_ALIASES = {"logger": "report_to"}
 # Arguments that are never written to a file, a tracker or a card.
 SECRET_ARGUMENTS = ("hub_token",)
 
@@ -314,6 +372,9 @@ def _read_config_file(path: str) -> dict[str, Any]:
     values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     if not isinstance(values, dict):
         raise ValueError(f"--config {path} must hold a mapping of argument names to values.")
+    for alias, name in CONFIG_ALIASES.items():
+        if alias in values:
+            values[name] = values.pop(alias)
     unknown = sorted(set(values) - _field_names() - {"preset"})
     if unknown:
         raise ValueError(f"--config {path} has unknown arguments: {unknown}.")
@@ -361,8 +422,9 @@ def check_train_args(args: DDPMTrainArguments) -> None:
     ranges = {
         "train_batch_size": (train.train_batch_size, 1),
         "gradient_accumulation_steps": (train.gradient_accumulation_steps, 1),
-        "num_sample_images": (train.num_sample_images, 1),
+        "num_sample_images": (train.num_sample_images, 0),
         "eval_batch_size": (train.eval_batch_size, 1),
+        "final_eval_batch_size": (train.final_eval_batch_size, 0),
         "checkpoints_total_limit": (train.checkpoints_total_limit, 1),
         "max_train_steps": (train.max_train_steps, 1),
         "num_epochs": (train.num_epochs, 1),
@@ -383,18 +445,25 @@ def check_train_args(args: DDPMTrainArguments) -> None:
         "beta_schedule": (model.beta_schedule, BETA_SCHEDULES),
         "prediction_type": (model.prediction_type, PREDICTION_TYPES),
         "variance_type": (model.variance_type, TRAINED_VARIANCES),
+        "channels": (model.channels, (None, *IMAGE_CHANNELS)),
         "lr_scheduler": (train.lr_scheduler, LR_SCHEDULES),
         "mixed_precision": (train.mixed_precision, (None, *MIXED_PRECISIONS)),
-        "logger": (train.logger, LOGGERS),
+        "report_to": (train.report_to, TRACKERS),
         "eval_feature_space": (train.eval_feature_space, FEATURE_SPACES),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             shown = ", ".join(str(a) for a in allowed if a is not None)
             raise ValueError(f"--{name} must be one of {shown}, got {value!r}.")
-    if train.logger == "wandb" and importlib.util.find_spec("wandb") is None:
-        raise ValueError("--logger wandb needs the wandb package: pip install wandb.")
+    _check_tracker(train.report_to)
     _check_hub_args(args.hub, train)
+
+
+def _check_tracker(report_to: str) -> None:
+    """A named tracker must be installed (accelerate would only warn and log nowhere)."""
+    installed = [str(tracker) for tracker in get_available_trackers()]
+    if report_to not in ("all", "none", *installed):
+        raise ValueError(f"--report_to {report_to} needs its package: pip install {report_to}.")
 
 
 def _check_hub_args(hub: HubArguments, train: TrainingArguments) -> None:

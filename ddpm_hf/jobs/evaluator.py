@@ -5,6 +5,7 @@ JSON, a table, a plot and (when asked) the model card."""
 from __future__ import annotations
 
 import csv
+import logging
 import platform
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
@@ -13,7 +14,6 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from accelerate.logging import get_logger
 from diffusers import UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
@@ -35,7 +35,7 @@ from ..tools.run_folder import (
     write_json,
 )
 
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)  # main process only, by ddpm_hf.tools.cli
 METRICS = ("bpd", "fid")
 SPLITS = ("test", "train")
 FEATURE_SPACES = ("inception", "random")

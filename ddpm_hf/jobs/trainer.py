@@ -10,6 +10,7 @@ come logging, checkpoints, samples, evaluations and saves, each a method of its 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -19,14 +20,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..core.images import enlarged, make_grid, to_model_range
 from ..core.likelihood import bits_per_dim
@@ -53,10 +55,18 @@ from ..tools.run_folder import (
 )
 from .arguments import DDPMTrainArguments, TrainingArguments, check_train_args, scrub_secrets
 
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)  # main process only, by ddpm_hf.tools.cli
 
 # Datasets up to this size live on the accelerator; larger ones stay in host memory.
 MAX_DEVICE_DATA_BYTES = 2**30
+# How each tracker that names runs takes the run's name (its keyword of accelerate's tracker `init_kwargs`).
+RUN_NAME_KEYS = {
+    "wandb": "name",
+    "trackio": "name",
+    "mlflow": "run_name",
+    "swanlab": "experiment_name",
+    "clearml": "task_name",
+}
 # What must match between a checkpoint and the run resuming it for the resumed run to be exact.
 RESUME_KEYS = ("seed", "num_processes", "per_process_batch_size", "gradient_accumulation_steps", "num_train_images")
 
@@ -76,7 +86,10 @@ class DDPMTrainer:
             self.batch_size * self.accelerator.num_processes * train_args.gradient_accumulation_steps
         )
         self.scheduler = self._noise_scheduler()
-        unet_config = training_unet_config(args.model.unet, args.data.resolution, args.model.dropout)
+        model_args = args.model
+        unet_config = training_unet_config(
+            model_args.unet, args.data.resolution, model_args.dropout, model_args.channels
+        )
         self._load_data(unet_config["in_channels"])
         self.quality = self._sample_metrics()
         self._batches()
@@ -87,6 +100,7 @@ class DDPMTrainer:
         self.micro_step = 0
         self.train_seconds = 0.0  # over all runs of this training, resumed ones included
         self.results: dict[str, dict] = {}  # the latest measurement of each metric, for the card
+        self._grid: tuple[int, PIL.Image.Image] | None = None  # the latest sample grid and its step
         self.publisher = self._publisher()
 
     # ------------------------------------------------------------------ set-up
@@ -99,7 +113,7 @@ class DDPMTrainer:
             cpu=not torch.accelerator.is_available(),
             gradient_accumulation_steps=train_args.gradient_accumulation_steps,
             mixed_precision=train_args.mixed_precision,
-            log_with=None if train_args.logger == "none" else train_args.logger,
+            log_with=None if train_args.report_to == "none" else train_args.report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / train_args.logging_dir)
             ),
@@ -272,19 +286,20 @@ class DDPMTrainer:
 
     def train(self) -> Path:
         """Train to `max_steps` optimizer steps, then save the pipeline, samples and card; returns `output_dir`."""
-        self._start()
-        progress = tqdm(
-            total=self.max_steps,
-            initial=self.global_step,
-            disable=not self.accelerator.is_main_process,
-            desc="train",
-        )
-        while self.global_step < self.max_steps:
-            self._run_step()
-            progress.update(1)
-            self._after_step(progress)
-        progress.close()
-        self._finish()
+        with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+            self._start()
+            progress = tqdm(
+                total=self.max_steps,
+                initial=self.global_step,
+                disable=not self.accelerator.is_main_process,
+                desc="train",
+            )
+            while self.global_step < self.max_steps:
+                self._run_step()
+                progress.update(1)
+                self._after_step(progress)
+            progress.close()
+            self._finish()
         return self.output_dir
 
     def _start(self) -> None:
@@ -300,8 +315,14 @@ class DDPMTrainer:
             remove_snapshots(self.output_dir)
             write_json(self.output_dir / TRAIN_ARGS_FILE, self.args.to_dict())
         scrub_secrets(sys.argv)  # before a tracker records the command line
-        if self.args.train.logger != "none":
-            accelerator.init_trackers("ddpm", config=_scalar_config(self.args.to_dict()))
+        train_args = self.args.train
+        if train_args.report_to != "none":
+            run_name = train_args.run_name or self.output_dir.resolve().name
+            accelerator.init_trackers(
+                train_args.tracker_project_name,
+                config=_scalar_config(self.args.to_dict()),
+                init_kwargs={tracker: {key: run_name} for tracker, key in RUN_NAME_KEYS.items()},
+            )
         device = accelerator.device
         self.loss_sum = torch.zeros((), device=device)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
@@ -372,7 +393,7 @@ class DDPMTrainer:
         if _every(step, train_args.checkpointing_steps):
             self._check_finite()
             self._save_checkpoint()
-        if _every(step, train_args.save_images_steps) and step < self.max_steps:
+        if _every(step, self._grid_steps) and step < self.max_steps:
             self._sample_grid(step_samples_path(self.output_dir, step))
         if _every(step, train_args.eval_steps):
             self._evaluate()
@@ -381,19 +402,42 @@ class DDPMTrainer:
         if _every(step, train_args.save_model_steps) and step < self.max_steps:
             self._save_pipeline(final=False)
 
+    @property
+    def _grid_steps(self) -> int:
+        """Steps between sample grids: --save_images_steps, by default those of the evaluations."""
+        train_args = self.args.train
+        every = train_args.eval_steps if train_args.save_images_steps is None else train_args.save_images_steps
+        return every if train_args.num_sample_images else 0
+
     def _finish(self) -> None:
-        """The last measurements, the final pipeline and card, and the final push."""
+        """After the last step, each phase said: a checkpoint, the final measurements, the final pipeline, grid and
+        card, and the final push."""
         train_args = self.args.train
         self._check_finite()
+        if train_args.checkpointing_steps and not _every(self.global_step, train_args.checkpointing_steps):
+            self._save_checkpoint()  # the last step's, to continue training it later
         # The card reports measurements of the weights it describes: the bound with all its terms, not an estimate.
-        if train_args.eval_steps:
+        if train_args.eval_steps and self._final_eval_size:
+            logger.info(
+                f"Final evaluation: the full bound ({len(self.scheduler)} terms) on {self._final_eval_size} "
+                "held-out images (--final_eval_batch_size 0 skips it)"
+            )
             self._evaluate(full=True)
         if train_args.eval_fid_steps and not _every(self.global_step, train_args.eval_fid_steps):
+            logger.info(f"Final FID: {train_args.eval_num_samples} samples against the held-out images")
             self._evaluate_fid()
         self._save_pipeline(final=True)
         self.accelerator.end_training()
         if self.publisher is not None:
             self._push(final=True)
+
+    @property
+    def _final_eval_size(self) -> int:
+        train_args = self.args.train
+        size = (
+            train_args.eval_batch_size if train_args.final_eval_batch_size is None else train_args.final_eval_batch_size
+        )
+        return min(size, len(self.data.eval))
 
     # ------------------------------------------------------------------ monitoring
 
@@ -430,23 +474,30 @@ class DDPMTrainer:
         return pipe
 
     def _sample_grid(self, path: Path, pipe: DDPMPipeline | None = None) -> None:
-        """A grid of `num_sample_images` samples (seeded) to `path` and the trackers, from the main process."""
-        if not self.accelerator.is_main_process:
+        """A grid of `num_sample_images` samples (seeded) to `path` and the trackers, from the main process; drawn
+        once per step, however many files want it."""
+        if not self.accelerator.is_main_process or not self.args.train.num_sample_images:
             return
-        images = (pipe or self._pipeline())(
+        if self._grid is None or self._grid[0] != self.global_step:
+            self._grid = (self.global_step, self._draw_grid(pipe or self._pipeline()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._grid[1].save(path)
+
+    def _draw_grid(self, pipe: DDPMPipeline) -> PIL.Image.Image:
+        pipe.set_progress_bar_config(disable=False, desc=f"sample grid, step {self.global_step}", leave=False)
+        images = pipe(
             batch_size=self.args.train.num_sample_images,
             generator=torch.Generator(self.accelerator.device).manual_seed(self.args.train.seed),
             num_inference_steps=self.args.model.ddpm_num_inference_steps,
         ).images
         grid = enlarged(make_grid(images))  # tiny images stay visible on a Hub page
-        path.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path)
         array = np.asarray(grid.convert("RGB"))
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
                 tracker.log_images({"samples": array[None]}, step=self.global_step, dataformats="NHWC")
             else:
                 tracker.log_images({"samples": [array]}, step=self.global_step)
+        return grid
 
     def _evaluate(self, full: bool = False) -> None:
         """The bound in bits/dim of the sampled weights on a fixed held-out batch: during training the unbiased
@@ -455,18 +506,22 @@ class DDPMTrainer:
         if not self.accelerator.is_main_process:
             return
         train_args = self.args.train
-        x0 = to_model_range(self.data.eval[: train_args.eval_batch_size].to(self.accelerator.device))
+        size = self._final_eval_size if full else train_args.eval_batch_size
+        x0 = to_model_range(self.data.eval[:size].to(self.accelerator.device))
         bound = BoundResult.from_bound(
             bits_per_dim(
                 self._pipeline().unet,
                 self.scheduler,
                 x0,
                 generator=torch.Generator(self.accelerator.device).manual_seed(train_args.seed),
+                progress=full,
                 num_timesteps=None if full else train_args.eval_num_timesteps,
             )
         )
         name = f"eval/bpd_estimate_{bound.num_timesteps}_terms" if bound.is_estimate else "eval/bpd"
         self.accelerator.log({name: bound.mean, f"{name}_stderr": bound.stderr}, step=self.global_step)
+        if full:
+            logger.info(f"Bound on {len(x0)} held-out images: {bound.mean:.4f} ± {bound.stderr:.4f} bits/dim")
         weights = "EMA weights" if self.ema is not None else "weights"
         note = f"; {weights} of step {self.global_step}"
         self.results["bits_per_dim"] = bound_entry(
@@ -512,6 +567,8 @@ class DDPMTrainer:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            if final:
+                logger.info(f"Saving the pipeline, the sample grid and the model card to {self.output_dir}")
             pipe = self._pipeline()
             pipe.save_pretrained(self.output_dir)
             self._sample_grid(self.output_dir / SAMPLES_FILE, pipe)

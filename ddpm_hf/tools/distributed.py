@@ -6,13 +6,14 @@ to process k mod P with its own generator seeded by (seed, k); the results are g
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object
+from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
@@ -56,3 +57,8 @@ def on_main_process(make: Callable[[], T]) -> T | None:
     if error is not None:
         raise error
     return result
+
+
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+    """A tqdm bar (`tqdm(iterable, **kwargs)`) shown on the main process only, so N processes draw one bar."""
+    return tqdm(iterable, disable=not PartialState().is_main_process, **kwargs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate import PartialState
 
 from ..core.images import to_model_range, to_uint8
 from ..core.likelihood import ModelFn, VariationalBound, bits_per_dim
@@ -81,9 +82,11 @@ def bound_by_chunks(
 ) -> tuple[torch.Tensor, ...]:
     """`bits_per_dim` on uint8 `images` `(N, C, H, W)` in chunks of `batch_size`, chunk k with the noise of
     `chunk_generator(seed, k)`, shared among processes; `keep(bound)` picks the per-image tensors to return, each
-    concatenated over all N images in float64 on the CPU (only those cross between processes)."""
+    concatenated over all N images in float64 on the CPU (only those cross between processes). With `progress`, the
+    main process shows a bar over each of its chunks' terms."""
     parameter = next(unet.parameters(), None) if isinstance(unet, torch.nn.Module) else None
     device = parameter.device if parameter is not None else torch.device("cpu")
+    progress = progress and PartialState().is_main_process
 
     def work(k: int, indices: range) -> tuple[torch.Tensor, ...]:
         x0 = to_model_range(images[indices.start : indices.stop].to(device))
@@ -127,17 +130,26 @@ def generate(
     batch_size: int = 64,
     num_inference_steps: int | None = None,
     seed: int = 0,
+    progress: bool = True,
+    **call_kwargs: Any,
 ) -> torch.Tensor:
     """`num_samples` samples as uint8 `(N, C, H, W)` on the CPU, rounded as the pipeline's PIL output is;
-    shared among processes, sample i the same whatever the number of processes."""
+    shared among processes in chunks of `batch_size`, chunk k drawn with `chunk_generator(seed, k)`, so sample i is
+    the same whatever the number of processes (and changes with `batch_size`). `call_kwargs` go to the pipeline
+    (e.g. `eta`); with `progress`, the main process shows a bar over each of its chunks' reverse steps."""
     device = pipeline.unet.device
+    num_chunks = -(-num_samples // batch_size)
+    show = progress and PartialState().is_main_process
 
     def work(k: int, indices: range) -> torch.Tensor:
+        desc = f"sampling {indices.start + 1}-{indices.stop} of {num_samples}" if num_chunks > 1 else "sampling"
+        pipeline.set_progress_bar_config(disable=not show, desc=desc, leave=False)
         images = pipeline(
             batch_size=len(indices),
             generator=chunk_generator(seed, k, device),
             num_inference_steps=num_inference_steps,
             output_type="pt",
+            **call_kwargs,
         ).images
         return to_uint8(images).cpu()
 

@@ -47,6 +47,7 @@ from huggingface_hub import constants
 from torch import nn
 
 from ..core.images import to_model_range, to_uint8, to_unit_range
+from .distributed import progress_bar
 from .inception import (
     FID_WEIGHTS_FILENAME,
     NUM_FEATURES,
@@ -334,7 +335,7 @@ class ImageQualityMetrics:
         images = to_uint8_rgb(images)
         device = next(self.space.parameters()).device
         features, logits = [], []
-        for batch in images.split(self.batch_size):
+        for batch in progress_bar(images.split(self.batch_size), desc="image features", unit="batch", leave=False):
             batch_features, batch_logits = self.space(batch.to(device))
             features.append(batch_features.float().cpu())
             if batch_logits is not None:
