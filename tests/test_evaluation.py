@@ -119,8 +119,10 @@ def test_results_update_the_model_card(model_dir, tmp_path):
     assert kept == [{"type": "fid", "value": 3.0, "name": "FID earlier"}]  # an earlier measurement stays
     assert metric["type"] == "bits_per_dim" and metric["value"] == pytest.approx(report["bound"]["bpd"])
     # The estimate's wording is the bound's (ddpm_hf.tools.evaluation.bound_entry); its numbers are the run's.
-    assert "estimate" in metric["name"] and "5 of 20" in metric["name"] and "4 test images" in metric["name"]
+    assert "estimate" in metric["name"] and "5 of 20" in metric["name"] and "4 held-out images" in metric["name"]
     saved = json.loads((tmp_path / "e" / "results.json").read_text())
+    # The digits have no test split: --split test is the images held out of them, and is called so.
+    assert saved["split"] == "held-out" and saved["results"][0]["split"] == "held-out"
     assert saved["settings"]["bpd_num_timesteps"] == 5 and saved["dataset"].startswith("sklearn.datasets.load_digits")
 
 

@@ -121,7 +121,9 @@ def test_trainer_pushes_the_pipeline_card_and_samples(hub, pushed):
     assert 0 < entry["value"] < 16
     card = files["README.md"].decode()
     assert 'DDPMPipeline.from_pretrained("tester/digits")' in card
-    assert "| optimizer steps | 2 of 2 |" in card and "| batch size | 8 (8 per process x 1 processes" in card
+    assert "| optimizer steps | 2 of 2 |" in card
+    assert "| batch size | 8 (8 per process x 1 process x 1 accumulation step) |" in card
+    assert "1 processes" not in card
 
 
 def test_the_token_is_sent_only_as_authorization(hub, pushed):

@@ -161,8 +161,8 @@ def test_card_header_and_body_carry_the_run(tmp_path, tiny_unet):
         f"({params} parameters)",
         "T = 50",
         "`fixed_small`",
-        "| optimizer steps | 1200 of 1200 |",
-        "| batch size | 128 (64 per process x 2 processes x 1 accumulation) |",
+        "| optimizer steps | 1,200 of 1,200 |",
+        "| batch size | 128 (64 per process x 2 processes x 1 accumulation step) |",
         "| precision | bf16 |",
         "| dropout | 0.1 |",
         "| training time | 2.9 min (0.05 h) of wall time |",
@@ -171,7 +171,7 @@ def test_card_header_and_body_carry_the_run(tmp_path, tiny_unet):
         "num_inference_steps=50",
         "@inproceedings{ho2020denoising",
         "## Limitations",
-        "It was trained on 1617 images, a small set: samples\n  can lie close to training images",
+        "It was trained on 1,617 images, a small set: samples\n  can lie close to training images",
         "is not on PyPI: install it from a checkout",
     ]:
         assert shown in text, shown

@@ -154,3 +154,8 @@ def test_channels_override_the_presets_and_help_names_each_presets_channels_and_
     assert "celebahq (3 channels, made for 256x256, resolution a multiple of 32)" in help_text
     assert "small (1 channel, made for 8x8, resolution a multiple of 2)" in help_text
     assert "--final_eval_batch_size 0 --num_sample_images 0" in help_text, "the quick trial is documented"
+
+
+def test_two_sources_of_training_images_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="Give --dataset_name or --train_data_dir, not both"):
+        check_train_args(parse_train_args(["--dataset_name", "uoft-cs/cifar10", "--train_data_dir", str(tmp_path)]))

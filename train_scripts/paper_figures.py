@@ -18,7 +18,8 @@ the model was trained on (its training_run.json), else the embedded digits. The 
 read at the model's resolution. `--scheduler` samples the progressive figures with another sampler
 (`ddpm_hf.core.samplers`); one whose step gives no x_0 prediction (dpm_solver, pndm) makes progressive_xt.png only.
 The other figures always run the paper's chain (PaperDDPMScheduler). The work is done by the pipeline's methods
-(`ddpm_hf.core.paper_sampling`) and `ddpm_hf.tools.rate_distortion`.
+(`ddpm_hf.core.paper_sampling`) and `ddpm_hf.tools.rate_distortion`. Each figure shows progress bars (on the main
+process) and prints a line when written.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler
@@ -39,6 +41,8 @@ from ddpm_hf.core.paper_sampling import timestep_label
 from ddpm_hf.core.samplers import SAMPLERS, make_scheduler, returns_pred_original_sample
 from ddpm_hf.jobs.arguments import DataArguments, given_flags
 from ddpm_hf.jobs.evaluator import model_data
+from ddpm_hf.tools.cli import configure_logging, usage_errors
+from ddpm_hf.tools.distributed import progress_bar
 from ddpm_hf.tools.plots import FIGURES_EXTRA, can_plot
 from ddpm_hf.tools.rate_distortion import rate_distortion
 
@@ -106,28 +110,30 @@ def _timesteps(value: str | None, fractions: tuple[float, ...], T: int, flag: st
 
 def main(argv: list[str] | None = None) -> list[Path]:
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((FigureArguments, DataArguments), description=__doc__)
-    args, data_args = parser.parse_args_into_dataclasses(args=argv)
-    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
-        sys.exit(f"--output_dir {args.output_dir} is not empty; pass --overwrite_output_dir to write into it.")
-    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
-    if not figures or (bad := sorted(set(figures) - set(FIGURES))):
-        raise ValueError(f"--figures takes {', '.join(FIGURES)}; got {bad or args.figures!r}.")
-    if "rate_distortion" in figures and not can_plot():
-        raise ImportError(f"The rate-distortion figure needs matplotlib: {FIGURES_EXTRA}")
-    if args.scheduler is not None and args.scheduler not in SAMPLERS:
-        raise ValueError(f"--scheduler takes {', '.join(SAMPLERS)}; got {args.scheduler!r}.")
+    configure_logging()
+    with usage_errors():
+        parser = HfArgumentParser((FigureArguments, DataArguments), description=__doc__)
+        args, data_args = parser.parse_args_into_dataclasses(args=argv)
+        if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
+            raise ValueError(
+                f"--output_dir {args.output_dir} is not empty; pass --overwrite_output_dir to write into it."
+            )
+        figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+        if not figures or (bad := sorted(set(figures) - set(FIGURES))):
+            raise ValueError(f"--figures takes {', '.join(FIGURES)}; got {bad or args.figures!r}.")
+        if "rate_distortion" in figures and not can_plot():
+            raise ValueError(f"The rate-distortion figure needs matplotlib: {FIGURES_EXTRA}")
+        if args.scheduler is not None and args.scheduler not in SAMPLERS:
+            raise ValueError(f"--scheduler takes {', '.join(SAMPLERS)}; got {args.scheduler!r}.")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = DDPMPipeline.from_pretrained(args.model, revision=args.revision).to(device)
-    pipe.set_progress_bar_config(disable=True)
     pipe.unet.eval()
     # The progressive figures' sampler (default: the pipeline's own) on the same UNet; the paper's chain for the others.
     progressive = pipe
     if args.scheduler is not None or not isinstance(pipe.scheduler, PaperDDPMScheduler):
         own = pipe.scheduler
         progressive = DDPMPipeline(pipe.unet, own if args.scheduler is None else make_scheduler(args.scheduler, own))
-        progressive.set_progress_bar_config(disable=True)
         pipe.scheduler = PaperDDPMScheduler.from_config(own.config)
     T, size = len(pipe.scheduler), pipe.unet.config.sample_size
     scale = max(1, math.ceil(args.image_size / (size if isinstance(size, int) else min(size))))
@@ -144,6 +150,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
+    def bars(desc: str) -> None:
+        """The pipelines' progress bars over reverse steps, labelled `desc`, shown on the main process only."""
+        for pipeline in (pipe, progressive):
+            pipeline.set_progress_bar_config(desc=desc, leave=False, disable=not PartialState().is_main_process)
+
     def seeded() -> torch.Generator:
         return torch.Generator().manual_seed(args.seed)
 
@@ -158,6 +169,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 print(f"{name}: skipped, {type(progressive.scheduler).__name__}.step gives no x_0 prediction")
                 continue
             started = time.perf_counter()
+            bars(name.removesuffix(".png"))
             grid, _ = progressive.progressive_grid(
                 args.num_samples,
                 seeded(),
@@ -171,7 +183,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     if "shared" in figures:
         started, rows = time.perf_counter(), []
-        for t in shared_t:
+        for t in progress_bar(shared_t, desc="shared_latent"):
+            bars(f"shared_latent t={t}")
             shared = pipe.shared_latent_samples(t, args.num_samples, seeded())
             rows.append([*shared.noisy_sample, *shared.pred_original_sample, *shared.images])
         columns = ["x_t", "pred. x0", *(f"#{i + 1}" for i in range(args.num_samples))]
@@ -179,7 +192,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     if "interpolation" in figures:
         started, rows = time.perf_counter(), []
-        for t in interpolation_t:
+        for t in progress_bar(interpolation_t, desc="interpolation"):
+            bars(f"interpolation t={t}")
             result = pipe.interpolate(test_images[pair[0]], test_images[pair[1]], t, args.num_lambdas, seeded())
             rows.append([result.sources[0], *result.images, result.sources[1]])
         weights = [f"{w:.2g}" for w in result.lambdas[1:-1]]
@@ -193,7 +207,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if "rate_distortion" in figures:
         started = time.perf_counter()
         images = test_images[: args.rd_num_images]
-        curve = rate_distortion(pipe.unet, pipe.scheduler, images, args.batch_size, args.seed)
+        curve = rate_distortion(pipe.unet, pipe.scheduler, images, args.batch_size, args.seed, progress=True)
         curve.to_csv(out / "rate_distortion.csv")
         curve.to_json(out / "rate_distortion.json")
         curve.plot(out / "rate_distortion.png")

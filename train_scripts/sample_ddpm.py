@@ -2,10 +2,15 @@
 
     python train_scripts/sample_ddpm.py --model path/or/repo --num_images 16 --output_dir samples
     python train_scripts/sample_ddpm.py --model path/or/repo --scheduler ddim --num_inference_steps 50 --eta 0.0
+    accelerate launch --multi_gpu --num_processes 2 train_scripts/sample_ddpm.py --model path/or/repo --num_images 256
 
 Without `--model` it samples a freshly initialised UNet preset (untrained: the images are noise), which
 exercises the whole package on any machine. `--scheduler` picks a sampler of `ddpm_hf.core.samplers` (built
 from the model's scheduler config, timesteps spaced "trailing"); without it the pipeline's own scheduler samples.
+
+It samples on the accelerator when there is one, in chunks of `--batch_size` images shared among the processes
+(`ddpm_hf.tools.evaluation.generate`): chunk k is drawn with a generator seeded by (`--seed`, k), so the images
+depend on `--seed` and `--batch_size`, never on the number of processes. The main process writes the files.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.images import make_grid
 from ddpm_hf.core.samplers import SAMPLERS, make_scheduler
+from ddpm_hf.tools.cli import configure_logging, usage_errors
+from ddpm_hf.tools.evaluation import generate
 
 
 @dataclass
@@ -29,6 +37,13 @@ class SampleArguments:
     )
     unet_preset: str = field(default="small", metadata={"help": "UNet preset used without `--model`."})
     num_images: int = field(default=16, metadata={"help": "How many images to sample."})
+    batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "Images per pipeline call, the chunks shared among processes. The images depend on --seed and "
+            "--batch_size (chunk k is drawn with a generator seeded by (seed, k)), not on the number of processes."
+        },
+    )
     scheduler: str | None = field(
         default=None,
         metadata={
@@ -54,7 +69,7 @@ class SampleArguments:
             "help": "DDIM's eta in [0, 1] (a DDIM scheduler only): 0 is deterministic DDIM, 1 has DDPM's variance."
         },
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the sampling generator."})
+    seed: int = field(default=0, metadata={"help": "Seed of the sampling generators (and of an untrained preset)."})
     output_dir: str = field(default="samples", metadata={"help": "Where sample_<i>.png and grid.png are written."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into a non-empty `--output_dir`."}
@@ -73,27 +88,41 @@ def check_sampler_arguments(args: SampleArguments) -> None:
         raise ValueError(f"--eta must lie in [0, 1], got {args.eta}.")
 
 
+def check_count_arguments(args: SampleArguments) -> None:
+    """Refuse an empty sample or batch before loading anything."""
+    for flag in ("num_images", "batch_size"):
+        if (value := getattr(args, flag)) < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {value}.")
+
+
 def main(argv: list[str] | None = None) -> None:
-    (args,) = HfArgumentParser(SampleArguments).parse_args_into_dataclasses(args=argv)
-    check_sampler_arguments(args)
+    configure_logging()
+    with usage_errors():
+        (args,) = HfArgumentParser(SampleArguments).parse_args_into_dataclasses(args=argv)
+        check_count_arguments(args)
+        check_sampler_arguments(args)
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
         sys.exit(f"--output_dir {args.output_dir} is not empty; pass --overwrite_output_dir to write into it.")
+    # cpu=True on a machine without an accelerator: accelerate then joins the processes of a launch over gloo.
+    state = PartialState(cpu=not torch.accelerator.is_available())
     if args.model is None:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(args.seed)  # the same weights in every process
         pipe = DDPMPipeline(build_unet(args.unet_preset), PaperDDPMScheduler())
     else:
-        pipe = DDPMPipeline.from_pretrained(args.model)
+        with state.main_process_first():  # one download into the cache
+            pipe = DDPMPipeline.from_pretrained(args.model)
+    pipe.to(state.device)
     overrides = {} if args.variance_type is None else {"variance_type": args.variance_type}
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config, **overrides)
     elif overrides:  # the pipeline's own scheduler, with another variance
         pipe.scheduler = PaperDDPMScheduler.from_config(pipe.scheduler.config, **overrides)
-    images = pipe(
-        batch_size=args.num_images,
-        generator=torch.Generator().manual_seed(args.seed),
-        num_inference_steps=args.num_inference_steps,
-        eta=args.eta,
-    ).images
+    samples = generate(
+        pipe, args.num_images, args.batch_size, args.num_inference_steps, args.seed, progress=True, eta=args.eta
+    )
+    if not state.is_main_process:
+        return
+    images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).numpy() / 255)  # as the pipeline's own PIL output
     os.makedirs(args.output_dir, exist_ok=True)
     for i, image in enumerate(images):
         image.save(os.path.join(args.output_dir, f"sample_{i}.png"))

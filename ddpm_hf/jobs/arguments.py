@@ -413,6 +413,8 @@ def check_train_args(args: DDPMTrainArguments) -> None:
     data, model, train = args.data, args.model, args.train
     if model.variance_type == "learned_range":
         raise ValueError("--variance_type learned_range needs the hybrid loss of Nichol & Dhariwal; not offered.")
+    if data.dataset_name is not None and data.train_data_dir is not None:
+        raise ValueError("Give --dataset_name or --train_data_dir, not both: they name two sources of training images.")
     if args.preset is not None and data.dataset_name is None and data.train_data_dir is None:
         raise ValueError(
             f"--preset {args.preset} trains {data.resolution}x{data.resolution} images: give --dataset_name or "

@@ -142,7 +142,8 @@ def data_of_run(model: str, revision: str | None, data_args: DataArguments, give
         return data_args
     record = read_json(path) if (path := source_file(model, TRAINING_RUN_FILE, revision=revision)) else None
     trained = (record or {}).get("args") or {}
-    return replace(data_args, **{name: trained[name] for name in DATA_CHOICE if name in trained})
+    kept = [*DATA_CHOICE, *(() if "dataset_label" in given else ("dataset_label",))]
+    return replace(data_args, **{name: trained[name] for name in kept if name in trained})
 
 
 def model_data(
@@ -257,6 +258,8 @@ class DDPMEvaluator:
             if len(images) < 2:
                 raise ValueError(f"The {name} split of {data.source} has fewer than 2 images.")
         self.dataset, self.source = data_args.dataset_id(), data.source
+        # What the card calls each split: `test` is the held-out images (the dataset's test or validation split).
+        self.split_names = {"test": data.eval_split, "train": "train"}
         self.quality = None
         if "fid" in self.metrics:
             self.quality = sample_metrics(
@@ -271,7 +274,7 @@ class DDPMEvaluator:
             "model": args.model,
             "revision": args.revision,
             "dataset": self.source,
-            "split": args.split,
+            "split": self.split_names[args.split],
             "num_processes": self.state.num_processes,
             "hardware": f"{self.state.num_processes} x {self.state.device.type} ({platform.processor() or 'CPU'})",
             "settings": asdict(args),
@@ -279,11 +282,17 @@ class DDPMEvaluator:
         entries: list[dict[str, Any]] = []
         if "bpd" in self.metrics:
             bound = evaluate_bound(
-                unet, self.paper_scheduler, self.images, args.batch_size, args.bpd_num_timesteps, args.seed
+                unet,
+                self.paper_scheduler,
+                self.images,
+                args.batch_size,
+                args.bpd_num_timesteps,
+                args.seed,
+                progress=True,
             )
             report["bound"] = {**bound.to_dict(), "num_images": len(self.images)}
             T = len(self.paper_scheduler)
-            entries.append(bound_entry(bound, T, len(self.images), self.dataset, args.split))
+            entries.append(bound_entry(bound, T, len(self.images), self.dataset, self.split_names[args.split]))
         if "fid" in self.metrics:
             report["quality"] = self._quality()
             for row in report["quality"]:
@@ -291,7 +300,8 @@ class DDPMEvaluator:
                     f"{row['num_samples']} samples, {sampler_label(row)}, {row['num_inference_steps']} steps "
                     f"({row['timestep_spacing']})"
                 )
-                entries.append(fid_entry(row["fid"], row["feature_space"], how, self.dataset, args.fid_split))
+                split = self.split_names[args.fid_split]
+                entries.append(fid_entry(row["fid"], row["feature_space"], how, self.dataset, split))
         report["results"] = entries
         if self.state.is_main_process:
             self._write(report)

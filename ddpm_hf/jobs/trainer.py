@@ -525,7 +525,7 @@ class DDPMTrainer:
         weights = "EMA weights" if self.ema is not None else "weights"
         note = f"; {weights} of step {self.global_step}"
         self.results["bits_per_dim"] = bound_entry(
-            bound, len(self.scheduler), len(x0), self.args.data.dataset_id(), "held-out", note
+            bound, len(self.scheduler), len(x0), self.args.data.dataset_id(), self.data.eval_split, note
         )
 
     def _evaluate_fid(self) -> None:
@@ -535,7 +535,8 @@ class DDPMTrainer:
         batch_size = train_args.eval_batch_size
         samples = generate(self._pipeline(), train_args.eval_num_samples, batch_size, steps, train_args.seed)
         dataset = self.args.data.dataset_id()
-        scores = score_samples(self.quality, samples, self.data.eval, dataset, "held-out", batch_size)
+        split = self.data.eval_split
+        scores = score_samples(self.quality, samples, self.data.eval, dataset, split, batch_size)
         if scores is None:
             return
         space = train_args.eval_feature_space
@@ -543,7 +544,7 @@ class DDPMTrainer:
             {f"eval/fid_{space}": scores["fid"], f"eval/kid_{space}": scores["kid_mean"]}, step=self.global_step
         )
         how = f"{len(samples)} samples, {steps or len(self.scheduler)} steps, step {self.global_step}"
-        self.results["fid"] = fid_entry(scores["fid"], space, how, dataset, "held-out")
+        self.results["fid"] = fid_entry(scores["fid"], space, how, dataset, split)
 
     # ------------------------------------------------------------------ outputs
 

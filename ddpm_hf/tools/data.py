@@ -16,14 +16,23 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import numpy as np
 import PIL.Image
 import torch
 
+from .distributed import progress_bar
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DIGITS_SOURCE = "sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits, CC BY 4.0)"
 DIGITS_ID = "sklearn-digits"
+# Folder names that say which part of a data set a folder holds, not which data set: `dataset_id` skips them.
+GENERIC_FOLDER_NAMES = frozenset(
+    """train training test testing val valid validation eval evaluation dev held-out held_out heldout holdout
+    hold-out all full data dataset datasets image images img imgs picture pictures photo photos raw files
+    samples split splits""".split()
+)
 
 
 @dataclass
@@ -62,12 +71,38 @@ class DataArguments:
     skip_bad_images: bool = field(
         default=False, metadata={"help": "Skip (and count) unreadable images instead of stopping with their name."}
     )
+    dataset_label: str | None = field(
+        default=None,
+        metadata={
+            "help": "The data set's name on the model card and in the run record; default: the Hub dataset's name, "
+            "or the meaningful part of --train_data_dir's path (generic last parts such as train, test, val, "
+            "images, held-out are skipped, e.g. fashion/train -> fashion), or sklearn-digits."
+        },
+    )
 
     def dataset_id(self) -> str:
-        """A short name of the data: the Hub dataset, the image folder's name, or the digits."""
+        """A short name of the data read (`load_image_data`): `dataset_label`, else the meaningful part of the
+        image folder's path (`folder_label`), else the Hub dataset (a local dataset folder: its path's meaningful
+        part), else the digits."""
+        if self.dataset_label:
+            return self.dataset_label
+        if self.train_data_dir:
+            return folder_label(self.train_data_dir)
         if self.dataset_name:
-            return self.dataset_name
-        return os.path.basename(os.path.normpath(self.train_data_dir)) if self.train_data_dir else DIGITS_ID
+            return folder_label(self.dataset_name) if os.path.isdir(self.dataset_name) else self.dataset_name
+        return DIGITS_ID
+
+
+def folder_label(path: str) -> str:
+    """The name of the data set in a folder: the last part of its path that is not a generic folder name
+    (`GENERIC_FOLDER_NAMES`, any case), e.g. `/data/fashion-mnist/images/train` -> `fashion-mnist`; the last part
+    when all are generic. A path without named parts (`.`, `..`) is read as the absolute path it stands for."""
+    given = PurePath(os.path.normpath(path))
+    parts = [part for part in given.parts if part not in (given.anchor, os.curdir, os.pardir)]
+    if not parts:
+        absolute = PurePath(os.path.abspath(path))
+        parts = [part for part in absolute.parts if part != absolute.anchor] or [absolute.anchor]
+    return next((part for part in reversed(parts) if part.lower() not in GENERIC_FOLDER_NAMES), parts[-1])
 
 
 @dataclass
@@ -78,6 +113,7 @@ class ImageData:
     eval: torch.Tensor
     source: str
     skipped: list[str]
+    eval_split: str = "held-out"  # the held-out images' name: the dataset's test or validation split, or held-out
 
 
 def load_image_data(args: DataArguments, channels: int) -> ImageData:
@@ -91,20 +127,23 @@ def load_image_data(args: DataArguments, channels: int) -> ImageData:
         raise ValueError(f"The UNet takes {channels} input channels; images can be grayscale (1) or RGB (3).")
     mode = "L" if channels == 1 else "RGB"
     decode = _Decoder(mode, args.resolution, args.center_crop, args.skip_bad_images)
+    eval_split = "held-out"
     if args.dataset_name is None and args.train_data_dir is None:
         train, eval_ = _digits(args.resolution, channels)
         source = DIGITS_SOURCE
     else:
-        train, eval_, source = _from_datasets(args, decode)
+        train, eval_, source, eval_split = _from_datasets(args, decode)
     if args.eval_data_dir is not None:
-        eval_ = decode.all(_folder_items(args.eval_data_dir, "--eval_data_dir"))
+        eval_ = decode.all(_folder_items(args.eval_data_dir, "--eval_data_dir"), args.eval_data_dir)
+        source += f", held out: image folder {args.eval_data_dir}"
+        eval_split = "held-out"
     if eval_ is None:
         train, eval_ = _hold_out(train, args.eval_split_fraction)
     if args.max_train_samples is not None:
         train = train[: args.max_train_samples]
     if len(train) == 0:
         raise ValueError(f"No training images left from {source} (skipped {len(decode.skipped)} unreadable).")
-    return ImageData(train=train, eval=eval_, source=source, skipped=decode.skipped)
+    return ImageData(train=train, eval=eval_, source=source, skipped=decode.skipped, eval_split=eval_split)
 
 
 def _digits(resolution: int, channels: int) -> tuple[torch.Tensor, None]:
@@ -160,8 +199,10 @@ class _Decoder:
         left, top = (image.width - r) // 2, (image.height - r) // 2
         return image.crop((left, top, left + r, top + r))
 
-    def all(self, items: list[tuple[str, Callable[[], PIL.Image.Image]]]) -> torch.Tensor:
-        arrays = [a for a in (self.one(name, opener) for name, opener in items) if a is not None]
+    def all(self, items: list[tuple[str, Callable[[], PIL.Image.Image]]], what: str) -> torch.Tensor:
+        """Every item decoded (`one`), with a progress bar `decoding <what>` on the main process."""
+        decoded = (self.one(name, opener) for name, opener in progress_bar(items, desc=f"decoding {what}", unit="img"))
+        arrays = [a for a in decoded if a is not None]
         if not arrays:
             return torch.empty(0, 1 if self.mode == "L" else 3, self.resolution, self.resolution, dtype=torch.uint8)
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -181,20 +222,26 @@ def _folder_items(folder: str, flag: str) -> list[tuple[str, Callable[[], PIL.Im
     return [(path, lambda path=path: PIL.Image.open(path)) for path in paths]
 
 
-def _from_datasets(args: DataArguments, decode: _Decoder) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """A Hub/local dataset through `datasets`, or an image folder read file by file (to name bad files)."""
+def _from_datasets(args: DataArguments, decode: _Decoder) -> tuple[torch.Tensor, torch.Tensor | None, str, str]:
+    """A Hub/local dataset through `datasets`, or an image folder read file by file (to name bad files): the
+    training images, the held-out ones if the data have a test or validation split, the source and that split's name."""
     if args.train_data_dir is not None:
-        return decode.all(_folder_items(args.train_data_dir, "--train_data_dir")), None, args.train_data_dir
+        folder = args.train_data_dir
+        train = decode.all(_folder_items(folder, "--train_data_dir"), folder)
+        return train, None, f"image folder {folder}", "held-out"
     import datasets
 
     splits = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
     if "train" not in splits:
         raise ValueError(f"Dataset {args.dataset_name} has no 'train' split; it has {list(splits)}.")
-    held_out = next((splits[name] for name in ("test", "validation") if name in splits), None)
+    held_out_name = next((name for name in ("test", "validation") if name in splits), None)
+    held_out = None if held_out_name is None else splits[held_out_name]
     source = args.dataset_name + (f" ({args.dataset_config_name})" if args.dataset_config_name else "")
-    train = decode.all(_dataset_items(splits["train"], args.image_column, args.dataset_name))
-    eval_ = None if held_out is None else decode.all(_dataset_items(held_out, args.image_column, args.dataset_name))
-    return train, eval_, source
+    train = decode.all(_dataset_items(splits["train"], args.image_column, args.dataset_name), f"{source} train")
+    if held_out is None:
+        return train, None, source, "held-out"
+    eval_ = decode.all(_dataset_items(held_out, args.image_column, args.dataset_name), f"{source} {held_out_name}")
+    return train, eval_, source, held_out_name
 
 
 def _dataset_items(split, column: str | None, name: str) -> list[tuple[str, Callable[[], PIL.Image.Image]]]:

@@ -51,7 +51,8 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
     evaluated = (read_json(folder / EVAL_RESULTS_FILE) or {}).get("results") or []
     results = merge_results((run or {}).get("results") or [], evaluated)
     args = (run or {}).get("args", {})
-    dataset = (run or {}).get("run", {}).get("dataset")
+    facts = (run or {}).get("run") or {}
+    dataset = facts.get("dataset_id") or facts.get("dataset")
     license = license or args.get("model_license")
     model_name = Path(repo_or_path).name
     card_data = ModelCardData(
@@ -60,7 +61,7 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
         library_name="diffusers",
         pipeline_tag=TASK,
         tags=TAGS,
-        datasets=[args["dataset_name"]] if args.get("dataset_name") else None,
+        datasets=[args["dataset_name"]] if _is_hub_dataset(args) else None,
         eval_results=[_eval_result(r) for r in results] or None,
     )
     unet, scheduler = pipeline.unet, pipeline.scheduler
@@ -76,9 +77,13 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
         has_samples=(folder / SAMPLES_FILE).is_file(),
         sample_steps=(run or {}).get("run", {}).get("sample_steps") or scheduler.config.num_train_timesteps,
         dataset=dataset,
+        dataset_source=facts.get("dataset") if facts.get("dataset") != dataset else None,
+        preset=_preset(args),
         args=args,
         run=(run or {}).get("run"),
         results=results,
+        metrics={result["metric"] for result in results},
+        count=count,
     )
 
 
@@ -87,6 +92,12 @@ def write_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, li
     card = render_model_card(folder, pipeline, repo_or_path, license)
     card.save(Path(folder) / MODEL_CARD_FILE)
     return card
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """`number` with thousands separators and `noun`, or its plural (default: `noun` + "s") unless it is 1:
+    `1 process`, `2 processes`, `1,617 images`."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
 
 
 def merge_results(older: list[dict[str, Any]], newer: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,3 +117,20 @@ def _eval_result(result: dict[str, Any]) -> EvalResult:
         metric_name=result["name"],
         metric_value=result["value"],
     )
+
+
+def _preset(args: dict[str, Any]) -> str:
+    """The training table's preset: the one given, else "none", saying so when the run was the default job."""
+    if args.get("preset"):
+        return args["preset"]
+    default_job = not args.get("dataset_name") and not args.get("train_data_dir")
+    return "none (the embedded default job)" if default_job else "none"
+
+
+def _is_hub_dataset(args: dict[str, Any]) -> bool:
+    """Whether the run read a Hub dataset (named in the card's header): `--dataset_name` without an image folder
+    (which wins over it), and not a local path."""
+    name = args.get("dataset_name")
+    if not name or args.get("train_data_dir"):
+        return False
+    return not name.startswith(("/", ".", "~")) and not Path(name).is_dir()
