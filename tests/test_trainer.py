@@ -203,12 +203,19 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, proces
         "5",
         "--ddpm_num_inference_steps",
         "3",
+        "--allow_tf32",  # a warning on the CPU
     ]
-    subprocess.run(
+    straight = subprocess.run(
         launch(accelerate_launch, processes, "--output_dir", str(tmp_path / "straight"), *args),
         check=True,
         capture_output=True,
+        text=True,
     )
+    # Logging configured once: each line once, whatever the number of processes.
+    assert straight.stderr.count("WARNING ddpm_hf.jobs.trainer: --allow_tf32 has no effect") == 1
+    assert [
+        line.split("checkpoints")[-1] for line in straight.stderr.splitlines() if "INFO" in line and "Saved" in line
+    ] == [f"{os.sep}checkpoint-{step}" for step in (10, 20, 30)]
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(
