@@ -36,8 +36,18 @@ setup(
         "tensorboard>=2.14",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "scipy>=1.11", "ruff>=0.6", "torchmetrics>=1.4", "matplotlib>=3.7"],
+        "test": [
+            "pytest>=8.0",
+            "scipy>=1.11",
+            "ruff>=0.6",
+            "torchmetrics>=1.4",
+            "matplotlib>=3.7",
+            "gradio>=6.0",
+            "gradio_client>=2.0",
+            "selenium>=4.20",
+        ],
         "metrics": ["torchmetrics>=1.4"],
         "figures": ["matplotlib>=3.7"],
+        "demo": ["gradio>=6.0"],
     },
 )
