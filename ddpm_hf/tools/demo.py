@@ -202,7 +202,7 @@ def _blocks(gr: Any, served: DemoModel) -> gr.Blocks:
         try:
             yield
         except DemoRequestError as error:
-            raise gr.Error(str(error)) from error
+            raise gr.Error(str(error), print_exception=False) from error
 
     # Each handler's `progress` tracks the pipelines' tqdm bars, so the page shows the sampling loop's progress.
     tracked = gr.Progress(track_tqdm=True)
@@ -233,7 +233,7 @@ def _blocks(gr: Any, served: DemoModel) -> gr.Blocks:
                 )
             run = gr.Button("Sample", variant="primary", elem_id="sample-button")
             grid = gr.Image(label="Samples", type="pil", format="png", elem_id="sample-grid")
-            singles = gr.Gallery(label="Single images", format="png", columns=8)
+            singles = gr.Gallery(label="Single images", format="png", columns=8, elem_id="sample-gallery")
             run.click(on_sample, [num_images, seed, sampler, steps], [grid, singles], api_name="sample")
         with gr.Tab("From noise (Fig. 6)"):
             with gr.Row():
