@@ -3,7 +3,8 @@
     python train_scripts/push_to_hub.py --output_dir ddpm-digits --hub_model_id me/ddpm-digits
 
 The folder itself is not changed: the model card is rendered again for the repo id into the upload only
-(`--keep_card` uploads README.md as it is). Checkpoints and logs stay local unless asked for.
+(`--keep_card` uploads README.md as it is). Checkpoints and logs stay local unless asked for. `--space_id`
+also makes a Space serving the Gradio demo of the commit just pushed, which the card links.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ddpm_hf.tools.run_folder import (
     holds_pipeline,
     training_record,
 )
+from ddpm_hf.tools.space import check_space, push_space, space_repo_id
 
 
 @dataclass
@@ -33,6 +35,14 @@ class PushArguments:
     output_dir: str = field(metadata={"help": "The folder to push: a saved pipeline (model_index.json inside)."})
     commit_message: str = field(default="Upload DDPMPipeline", metadata={"help": "The commit's message."})
     keep_card: bool = field(default=False, metadata={"help": "Upload README.md as it is instead of rendering it."})
+    space_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also create or update this Space (`name`, in the model repo's namespace, or `namespace/name`) "
+            "serving the Gradio demo of the commit pushed; the card links it (not with --keep_card). Private "
+            "with --hub_private_repo. Needs gradio installed: its version is the Space's."
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -43,21 +53,26 @@ def main(argv: list[str] | None = None) -> str:
         folder = Path(args.output_dir)
         if not holds_pipeline(folder):
             raise ValueError(f"--output_dir {folder} holds no saved pipeline (no {PIPELINE_INDEX}).")
+        if args.space_id is not None:
+            check_space(args.space_id)
         pipeline = None if args.keep_card else DDPMPipeline.from_pretrained(folder)
         publisher = HubPublisher(hub.hub_model_id or folder.resolve().name, hub.hub_token, hub.hub_private_repo)
+        space_id = args.space_id and space_repo_id(args.space_id, publisher.repo_id)
     logging_dir = (training_record(folder).get("args") or {}).get("logging_dir", DEFAULT_LOGGING_DIR)
     allow = upload_patterns(hub.hub_upload_checkpoints, hub.hub_upload_logs, logging_dir)
     snapshot = make_snapshot(folder, allow)
     try:
         if pipeline is not None:
             (snapshot / MODEL_CARD_FILE).unlink(missing_ok=True)
-            write_model_card(snapshot, pipeline, publisher.repo_id, hub.model_license)
+            write_model_card(snapshot, pipeline, publisher.repo_id, hub.model_license, space_id)
         commit = publisher.push(
             snapshot, args.commit_message, allow, retry_hint=f"{folder} is unchanged; run this command again."
         )
     finally:
         shutil.rmtree(snapshot)
     print(f"Pushed {folder} to {commit.commit_url}")
+    if space_id:
+        print(f"Space: {push_space(publisher.api, space_id, publisher.repo_id, commit.oid, hub.hub_private_repo)}")
     return commit.commit_url
 
 

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants
 
 from .run_folder import EVAL_RESULTS_FILE, MODEL_CARD_FILE, SAMPLES_FILE, TRAINING_RUN_FILE, read_json
 
@@ -32,7 +32,13 @@ def _template(name: str) -> str:
     return resources.files("ddpm_hf.model_cards").joinpath(name).read_text()
 
 
-def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, license: str | None = None) -> ModelCard:
+def render_model_card(
+    folder: Path,
+    pipeline: DDPMPipeline,
+    repo_or_path: str,
+    license: str | None = None,
+    space_id: str | None = None,
+) -> ModelCard:
     """The card of the pipeline saved in `folder`.
 
     Args:
@@ -41,6 +47,9 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
         pipeline: the pipeline itself (its UNet and scheduler configs and parameter count).
         repo_or_path: what users pass to `from_pretrained` (a Hub repo id once pushed).
         license: the weights' licence; default: the one the run recorded, else none.
+        space_id: a Space serving the model (`namespace/name`), which the card links; default: none. (The Hub
+            lists it on the model's page by itself, from the Space's `models:`; a card's metadata has no field
+            for it.)
 
     A measurement is a dict with `metric` (`bits_per_dim`, `fid`, ...), `name` (what exactly was measured),
     `value`, `dataset`, `split` and optional `stderr`; each becomes a `model-index` entry. The evaluation's
@@ -84,14 +93,27 @@ def render_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, l
         results=results,
         metrics={result["metric"] for result in results},
         count=count,
+        space_id=space_id,
+        space_url=space_id and space_url(space_id),
     )
 
 
-def write_model_card(folder: Path, pipeline: DDPMPipeline, repo_or_path: str, license: str | None = None) -> ModelCard:
+def write_model_card(
+    folder: Path,
+    pipeline: DDPMPipeline,
+    repo_or_path: str,
+    license: str | None = None,
+    space_id: str | None = None,
+) -> ModelCard:
     """Render the card of `folder` (see `render_model_card`) and write it to `folder/README.md`."""
-    card = render_model_card(folder, pipeline, repo_or_path, license)
+    card = render_model_card(folder, pipeline, repo_or_path, license, space_id)
     card.save(Path(folder) / MODEL_CARD_FILE)
     return card
+
+
+def space_url(space_id: str) -> str:
+    """The page of the Space `space_id` on the Hub the client talks to (HF_ENDPOINT), where it was pushed."""
+    return f"{constants.ENDPOINT}/spaces/{space_id}"
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:

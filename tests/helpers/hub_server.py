@@ -52,7 +52,7 @@ DEFAULT_TOKENS = {"hf_test_token": "tester"}
 # .gitattributes it writes in a new repo).
 LFS_SUFFIXES = tuple(".safetensors .bin .pt .pth .ckpt .png .jpg .jpeg .npy .npz .h5 .msgpack .onnx .pkl .zip".split())
 LFS_MIN_SIZE = 10 * 1024 * 1024
-REPO_TYPES = {"models": "model", "datasets": "dataset"}
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 REPO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 XET_UNSUPPORTED = (
     "LocalHub does not implement Xet storage. huggingface_hub uploads 'lfs' files through Xet when hf_xet is "
@@ -60,8 +60,8 @@ XET_UNSUPPORTED = (
 )
 
 _REPO = r"(?P<repo_id>[^/]+/[^/]+?)"
-_API = rf"/api/(?P<types>models|datasets)/{_REPO}"
-_FILES = rf"/(?:(?P<types>datasets)/)?{_REPO}"
+_API = rf"/api/(?P<types>models|datasets|spaces)/{_REPO}"
+_FILES = rf"/(?:(?P<types>datasets|spaces)/)?{_REPO}"
 # (method, path regex, handler name); HEAD is served by the GET route.
 ROUTES = [
     ("GET", r"/api/whoami-v2", "_whoami"),
@@ -420,7 +420,7 @@ class LocalHub:
         return history
 
     def _repo_url(self, repo: _Repo) -> str:
-        return f"{self.url}/{'datasets/' if repo.type == 'dataset' else ''}{repo.id}"
+        return f"{self.url}/{'' if repo.type == 'model' else repo.type + 's/'}{repo.id}"
 
     # ------------------------------------------------------------------ storage
 
