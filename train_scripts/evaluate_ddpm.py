@@ -27,6 +27,7 @@ from transformers import HfArgumentParser
 from ddpm_hf.jobs.arguments import DataArguments, given_flags
 from ddpm_hf.jobs.evaluator import DDPMEvaluator, EvaluationArguments
 from ddpm_hf.tools.cli import configure_logging, usage_errors
+from ddpm_hf.tools.distributed import end_processes
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = evaluator.run()
     if evaluator.state.is_main_process:
         print(json.dumps({"bound": report.get("bound"), "quality": report.get("quality")}, indent=2))
+    end_processes()
     return report
 
 

@@ -19,6 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import PIL.Image
 import torch
 from accelerate import PartialState
 from transformers import HfArgumentParser
@@ -27,6 +28,7 @@ from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.images import make_grid
 from ddpm_hf.core.samplers import SAMPLERS, make_scheduler
 from ddpm_hf.tools.cli import configure_logging, usage_errors
+from ddpm_hf.tools.distributed import end_processes
 from ddpm_hf.tools.evaluation import generate
 
 
@@ -120,14 +122,19 @@ def main(argv: list[str] | None = None) -> None:
     samples = generate(
         pipe, args.num_images, args.batch_size, args.num_inference_steps, args.seed, progress=True, eta=args.eta
     )
-    if not state.is_main_process:
-        return
-    images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).numpy() / 255)  # as the pipeline's own PIL output
-    os.makedirs(args.output_dir, exist_ok=True)
+    if state.is_main_process:
+        images = pipe.numpy_to_pil(samples.permute(0, 2, 3, 1).numpy() / 255)  # as the pipeline's own PIL output
+        write_samples(images, args.output_dir)
+        print(f"Wrote {len(images)} samples and grid.png to {args.output_dir} ({type(pipe.scheduler).__name__})")
+    end_processes()
+
+
+def write_samples(images: list[PIL.Image.Image], output_dir: str) -> None:
+    """sample_<i>.png for each image and grid.png of them all, in `output_dir`."""
+    os.makedirs(output_dir, exist_ok=True)
     for i, image in enumerate(images):
-        image.save(os.path.join(args.output_dir, f"sample_{i}.png"))
-    make_grid(images).save(os.path.join(args.output_dir, "grid.png"))
-    print(f"Wrote {len(images)} samples and grid.png to {args.output_dir} ({type(pipe.scheduler).__name__})")
+        image.save(os.path.join(output_dir, f"sample_{i}.png"))
+    make_grid(images).save(os.path.join(output_dir, "grid.png"))
 
 
 if __name__ == "__main__":

@@ -62,3 +62,11 @@ def on_main_process(make: Callable[[], T]) -> T | None:
 def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
     """A tqdm bar (`tqdm(iterable, **kwargs)`) shown on the main process only, so N processes draw one bar."""
     return tqdm(iterable, disable=not PartialState().is_main_process, **kwargs)
+
+
+def end_processes() -> None:
+    """The end of a script's work on several processes: each waits for the others, then leaves the process group,
+    so that none exits (tearing its side of the group down) while another still works with it."""
+    state = PartialState()
+    state.wait_for_everyone()
+    state.destroy_process_group()
