@@ -87,6 +87,7 @@ def test_sample_gives_the_pipelines_images_as_a_grid_and_singly(served, tiny_mod
     assert len(np.unique(_image(grid))) > 10, "not blank"
 
 
+@pytest.mark.slow
 def test_the_chain_and_interpolation_answer(served):
     states, predictions = served.predict(2, 0, 3, T, api_name="/trajectory")
     wider, _ = served.predict(2, 0, 5, T, api_name="/trajectory")

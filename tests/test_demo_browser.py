@@ -40,11 +40,14 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="no headless Chromium: needs `chromium` and `chromedriver` on PATH "
-    "(Debian: apt-get install chromium chromium-driver; .ci/run installs them)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="no headless Chromium: needs `chromium` and `chromedriver` on PATH "
+        "(Debian: apt-get install chromium chromium-driver; .ci/run installs them)",
+    ),
+]
 
 T = 20  # the tiny pipeline's chain
 TIMEOUT = 120  # seconds for a page load or a request

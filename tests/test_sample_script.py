@@ -193,6 +193,7 @@ def test_two_processes_write_the_images_of_one(tiny_model, tmp_path, accelerate_
     assert "sampling 3-4 of 5" not in result.stderr
 
 
+@pytest.mark.slow
 def test_paper_figures_shows_a_bar_per_figure(tiny_model, tmp_path, capsys):
     argv = ["--model", str(tiny_model), "--output_dir", str(tmp_path / "figures"), "--num_samples", "2"]
     argv += ["--num_columns", "3", "--shared_t", "4,9", "--rd_num_images", "3", "--image_size", "8"]

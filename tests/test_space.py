@@ -23,6 +23,7 @@ MODEL, SPACE = "tester/spaced", "tester/spaced-demo"
 SPACE_FILES = {"app.py", "requirements.txt", "README.md"}
 
 hub = test_hub.hub  # its module-scoped LocalHub fixture, for this module too
+pytestmark = pytest.mark.slow  # each push is a subprocess against the test Hub server
 
 
 @pytest.fixture(scope="module")
