@@ -3,7 +3,6 @@ facts, refused inputs, parallel users, a diffusers-layout model, and load errors
 
 import json
 import os
-import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline as StockDDPMPipeline
 from diffusers import DDPMScheduler
+from helpers.ports import serving_demo
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.images import enlarged, make_grid
@@ -52,17 +52,8 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(tiny_model):
-    demo = demo_module.build_demo(str(tiny_model))
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    yield gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    with serving_demo(tiny_model) as url:
+        yield gradio_client.Client(url, verbose=False)
 
 
 def _image(path) -> np.ndarray:

@@ -14,7 +14,6 @@ import io
 import math
 import os
 import shutil
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from helpers.ports import serving_demo
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.samplers import make_scheduler
@@ -78,11 +78,8 @@ def model_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(model_folder):
-    demo = demo_module.build_demo(str(model_folder))
-    port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serving_demo(model_folder) as served_at:
+        yield served_at
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +91,6 @@ def driver():
     browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     yield browser
     browser.quit()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _open(driver, url) -> None:

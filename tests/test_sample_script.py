@@ -3,7 +3,6 @@ progress bars; and the progress bars of train_scripts/paper_figures.py."""
 
 import dataclasses
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DDIMScheduler
+from helpers.ports import free_port
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.images import make_grid
@@ -169,18 +169,12 @@ def test_sample_script_refuses_a_bad_count_before_loading(tmp_path, capsys, flag
     assert not (tmp_path / "out").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_write_the_images_of_one(tiny_model, tmp_path, accelerate_launch):
     argv = ["--model", str(tiny_model), "--num_images", "5", "--batch_size", "2", "--num_inference_steps", "3"]
     sample_ddpm.main([*argv, "--seed", "2", "--output_dir", str(tmp_path / "one")])
     command = accelerate_launch(2, SCRIPT, *argv, "--seed", "2", "--output_dir", str(tmp_path / "two"))
-    command[command.index(str(SCRIPT)) : command.index(str(SCRIPT))] = ["--main_process_port", str(_free_port())]
+    command[command.index(str(SCRIPT)) : command.index(str(SCRIPT))] = ["--main_process_port", str(free_port())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     names = ["grid.png"] + [f"sample_{i}.png" for i in range(5)]
