@@ -1,6 +1,9 @@
 """The Gradio demo in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`, driven by
-selenium) opens the page, sets the number of images and the steps, clicks Sample, waits for the progress to end
-and checks the grid shown; a refused input is a message in the page and the app keeps serving.
+selenium) opens the page and works every control as a person would: on the Sample tab the number of images, the
+seed, the sampler and the steps, then the button, waiting for the progress to end; the chain of Fig. 6, the
+interpolation of Fig. 8 and the model's facts on their tabs. What the page shows is compared pixel for pixel with
+what the core pipeline gives for the values typed. A refused input is a message in the page and the app keeps
+serving.
 
 Skipped where Chromium or its driver is missing (`.ci/run` installs both). Two environment variables, for the
 README's screenshot only: `DDPM_HF_SCREENSHOT=1` saves the page after the sample to model_cards/figures/demo.png
@@ -57,11 +60,13 @@ REFUSED = "Number of images must be a whole number from 1 to 64"
 # The Sample tab's controls, by the app's elem_ids; Gradio renders an <input> in each block (the Slider two: a
 # number box and a range, bound to one value).
 NUM_IMAGES = "#num-images input[type=number]"
+SEED = "#seed input[type=number]"
+SAMPLER = "#sampler input[role=combobox]"
 STEPS = "#steps input[type=number]"
 STEPS_RANGE = "#steps input[type=range]"
 BUTTON = "#sample-button"
-GRID_IMG = "#sample-grid img"
-GRID_STATUS = "#sample-grid [data-testid=status-tracker]"  # Gradio's progress overlay; class `hide` when idle
+GRID = "#sample-grid"
+GALLERY_IMG = "#sample-gallery img"
 ERROR_TOAST = "[data-testid=toast-body].error"
 ERROR_TEXT = "[data-testid=toast-body].error [data-testid=toast-text]"
 
@@ -98,35 +103,59 @@ def _open(driver, url) -> None:
     WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_elements(By.CSS_SELECTOR, BUTTON))
 
 
-def _set(driver, selector: str, value: int) -> None:
-    """Type `value` into an input as a user would (then Tab away), and check the page kept it."""
+def _open_tab(driver, name: str) -> None:
+    tab = next(e for e in driver.find_elements(By.CSS_SELECTOR, "[role=tab]") if e.text == name)
+    tab.click()
+    WebDriverWait(driver, TIMEOUT).until(lambda d: tab.get_attribute("aria-selected") == "true")
+
+
+def _set(driver, selector: str, value: float) -> None:
+    """Type `value` into an input as a user would (then Tab away), and check the page kept it; for a Slider (an
+    elem_id whose block holds a range too), that its range moved with the number box: the component's value, not
+    only the box's text, is `value`."""
     box = driver.find_element(By.CSS_SELECTOR, selector)
     box.clear()
     box.send_keys(str(value), Keys.TAB)
     assert box.get_property("value") == str(value)
+    block = selector.split()[0]
+    for slider in driver.find_elements(By.CSS_SELECTOR, f"{block} input[type=range]"):
+        assert float(slider.get_property("value")) == value
+
+
+def _choose(driver, selector: str, option: str) -> None:
+    """Open a Gradio Dropdown and click the option labelled `option`; check the box shows it."""
+    box = driver.find_element(By.CSS_SELECTOR, selector)
+    box.click()
+    WebDriverWait(driver, TIMEOUT).until(
+        lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, "[role=option]") if e.get_attribute("aria-label") == option
+        ]
+    )[0].click()
+    WebDriverWait(driver, TIMEOUT).until(lambda d: box.get_property("value") == option)
 
 
 def _sample(driver, num_images: int, steps: int | None = None) -> None:
     _set(driver, NUM_IMAGES, num_images)
     if steps is not None:
         _set(driver, STEPS, steps)
-        # The Slider's range moved with its number box: the component's value, not only the box's text, is `steps`.
         assert driver.find_element(By.CSS_SELECTOR, STEPS_RANGE).get_property("value") == str(steps)
     driver.find_element(By.CSS_SELECTOR, BUTTON).click()
 
 
-def _grid_src(driver) -> str | None:
-    images = driver.find_elements(By.CSS_SELECTOR, GRID_IMG)
+def _image_src(driver, block: str = GRID) -> str | None:
+    images = driver.find_elements(By.CSS_SELECTOR, f"{block} img")
     return (images[0].get_attribute("src") or None) if images else None
 
 
-def _wait_for_grid(driver, previous: str | None = None) -> str:
-    """The src of the grid shown once the request has ended: the progress overlay hidden, a new image shown."""
+def _wait_for_image(driver, block: str = GRID, previous: str | None = None) -> str:
+    """The src of the image an Image block shows once the request has ended: Gradio's progress overlay (its
+    status tracker, class `hide` when idle) hidden, a new image shown."""
 
     def done(d):
         try:
-            idle = "hide" in d.find_element(By.CSS_SELECTOR, GRID_STATUS).get_attribute("class").split()
-            src = _grid_src(d)
+            status = d.find_element(By.CSS_SELECTOR, f"{block} [data-testid=status-tracker]")
+            idle = "hide" in status.get_attribute("class").split()
+            src = _image_src(d, block)
         except StaleElementReferenceException:  # Gradio re-rendered the block meanwhile
             return False
         if d.find_elements(By.CSS_SELECTOR, ERROR_TOAST):
@@ -134,6 +163,15 @@ def _wait_for_grid(driver, previous: str | None = None) -> str:
         return src if idle and src and src != previous else False
 
     return WebDriverWait(driver, TIMEOUT, poll_frequency=0.2).until(done)
+
+
+def _shown(driver, block: str) -> np.ndarray:
+    """The image an Image block shows, as an RGB array, once its request has ended."""
+    return _rgb(_fetch(_wait_for_image(driver, block)))
+
+
+def _rgb(image: PIL.Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
 
 
 def _fetch(src: str) -> PIL.Image.Image:
@@ -145,6 +183,7 @@ def _fetch(src: str) -> PIL.Image.Image:
             data = response.read()
     image = PIL.Image.open(io.BytesIO(data))
     image.load()
+    assert image.format == "PNG", "downloadable as PNG, lossless"
     return image
 
 
@@ -164,14 +203,28 @@ def _expected_grid(images: list[np.ndarray], min_width: int = 256, padding: int 
     return grid.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def _pipeline_images(folder: Path, num_images: int, steps: int) -> list[np.ndarray]:
-    """What the page's defaults (seed 0, the DDPM sampler) give for `num_images` over `steps`, as RGB arrays."""
+def _pipeline_images(
+    folder: Path, num_images: int, steps: int, seed: int = 0, sampler: str = "ddpm"
+) -> list[np.ndarray]:
+    """What the pipeline gives for the Sample tab's values (its defaults: seed 0, the DDPM sampler), as RGB arrays."""
     pipe = DDPMPipeline.from_pretrained(folder)
-    pipe.scheduler = make_scheduler("ddpm", pipe.scheduler.config)
+    pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    generator = torch.Generator(pipe.unet.device).manual_seed(0)
-    images = pipe(batch_size=num_images, generator=generator, num_inference_steps=steps).images
-    return [np.asarray(image.convert("RGB")) for image in images]
+    generator = torch.Generator(pipe.unet.device).manual_seed(seed)
+    return [_rgb(image) for image in pipe(batch_size=num_images, generator=generator, num_inference_steps=steps).images]
+
+
+def _paper_pipeline(folder: Path) -> DDPMPipeline:
+    """The model on the paper's chain, as the chain and interpolation tabs run it."""
+    pipe = DDPMPipeline.from_pretrained(folder)
+    pipe = DDPMPipeline(pipe.unet, PaperDDPMScheduler.from_config(pipe.scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _cell_scale(pipe: DDPMPipeline) -> int:
+    """The tabs' figures enlarge each image to cells of at least 64 pixels."""
+    return math.ceil(64 / pipe.unet.config.sample_size)
 
 
 def test_sample_in_the_browser_shows_the_grid(driver, url, model_folder):
@@ -182,9 +235,9 @@ def test_sample_in_the_browser_shows_the_grid(driver, url, model_folder):
     _open(driver, url)
     started = time.monotonic()
     _sample(driver, num_images, steps)
-    src = _wait_for_grid(driver)
+    src = _wait_for_image(driver)
     print(f"sampled {num_images} images over {steps} steps in the page in {time.monotonic() - started:.1f} s")
-    shown = np.asarray(_fetch(src).convert("RGB"))
+    shown = _rgb(_fetch(src))
 
     if not os.environ.get("DDPM_HF_DEMO_MODEL"):
         # 4 images of 8x8: a 2x2 grid of 8-pixel cells with 2 pixels of padding is 22 pixels wide; the smallest
@@ -198,7 +251,7 @@ def test_sample_in_the_browser_shows_the_grid(driver, url, model_folder):
     # The pixels are the pipeline's for what was typed: the page sent those numbers (the tiny default is 20 steps).
     np.testing.assert_array_equal(shown, expected)
     assert not driver.find_elements(By.CSS_SELECTOR, ERROR_TOAST)
-    assert "Error" not in driver.find_element(By.CSS_SELECTOR, GRID_STATUS).text
+    assert "Error" not in driver.find_element(By.CSS_SELECTOR, f"{GRID} [data-testid=status-tracker]").text
 
     if os.environ.get("DDPM_HF_SCREENSHOT"):
         driver.execute_script("window.scrollTo(0, 0)")
@@ -213,12 +266,102 @@ def test_a_refused_input_is_a_message_and_the_app_keeps_serving(driver, url, mod
         lambda d: next((e.text for e in d.find_elements(By.CSS_SELECTOR, ERROR_TEXT) if REFUSED in e.text), False)
     )
     assert "got 0" in message
-    assert _grid_src(driver) is None  # nothing was sampled
+    assert _image_src(driver) is None  # nothing was sampled
 
     for close in driver.find_elements(By.CSS_SELECTOR, "[data-testid=toast-close]"):
         with contextlib.suppress(StaleElementReferenceException):  # unless it has just timed out
             close.click()
     WebDriverWait(driver, TIMEOUT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, ERROR_TOAST))
     _sample(driver, 1, 2)
-    shown = np.asarray(_fetch(_wait_for_grid(driver)).convert("RGB"))
+    shown = _rgb(_fetch(_wait_for_image(driver)))
     np.testing.assert_array_equal(shown, _expected_grid(_pipeline_images(model_folder, 1, 2)))
+
+
+def test_the_seed_and_the_sampler_reach_the_pipeline_and_each_image_is_shown(driver, url, model_folder):
+    _open(driver, url)
+    _set(driver, SEED, 3)
+    _choose(driver, SAMPLER, demo_module.SAMPLER_NAMES["ddim"])
+    _sample(driver, 2, 5)
+    grid = _rgb(_fetch(_wait_for_image(driver)))
+    expected = _pipeline_images(model_folder, 2, 5, seed=3, sampler="ddim")
+    np.testing.assert_array_equal(grid, _expected_grid(expected))
+    assert not np.array_equal(grid, _expected_grid(_pipeline_images(model_folder, 2, 5))), "seed 0 and DDPM differ"
+
+    gallery = WebDriverWait(driver, TIMEOUT).until(lambda d: d.find_elements(By.CSS_SELECTOR, GALLERY_IMG))
+    singles = [_rgb(_fetch(image.get_attribute("src"))) for image in gallery]
+    assert len(singles) == 2
+    for single, reference in zip(singles, expected, strict=True):
+        factor = single.shape[1] // reference.shape[1]
+        assert factor * reference.shape[1] >= 128, "each image at least half the grid's width"
+        np.testing.assert_array_equal(single, reference.repeat(factor, axis=0).repeat(factor, axis=1))
+
+
+def test_the_chain_tab_shows_x_t_and_the_x0_predictions_of_fig_6(driver, url, model_folder):
+    rows, seed, columns, steps = 2, 1, 3, 6
+    _open(driver, url)
+    _open_tab(driver, "From noise (Fig. 6)")
+    _set(driver, "#chain-rows input[type=number]", rows)
+    _set(driver, "#chain-seed input[type=number]", seed)
+    _set(driver, "#chain-columns input[type=number]", columns)
+    _set(driver, "#chain-steps input[type=number]", steps)
+    driver.find_element(By.CSS_SELECTOR, "#chain-button").click()
+    states, predictions = _shown(driver, "#chain-states"), _shown(driver, "#chain-predictions")
+
+    pipe = _paper_pipeline(model_folder)
+    for shown, kind in ((states, "x_t"), (predictions, "x0")):
+        expected, timesteps = pipe.progressive_grid(
+            rows,
+            torch.Generator().manual_seed(seed),
+            num_columns=columns,
+            kind=kind,
+            num_inference_steps=steps,
+            scale=_cell_scale(pipe),
+            labels=True,
+        )
+        assert len(timesteps) == columns
+        np.testing.assert_array_equal(shown, _rgb(expected))
+    assert not np.array_equal(states, predictions)
+
+
+def test_the_interpolation_tab_mixes_two_seeds_at_t_as_fig_8(driver, url, model_folder):
+    seed_a, seed_b, t, weight, steps = 2, 5, 7, 0.3, 4
+    _open(driver, url)
+    _open_tab(driver, "Interpolation (Fig. 8)")
+    _set(driver, "#seed-a input[type=number]", seed_a)
+    _set(driver, "#seed-b input[type=number]", seed_b)
+    _set(driver, "#mix-t input[type=number]", t)
+    _set(driver, "#lambda input[type=number]", weight)
+    _set(driver, "#mix-steps input[type=number]", steps)
+    driver.find_element(By.CSS_SELECTOR, "#mix-button").click()
+    strip, chosen = _shown(driver, "#mix-strip"), _shown(driver, "#mix-chosen")
+
+    pipe = _paper_pipeline(model_folder)
+    a, b = (
+        pipe(batch_size=1, generator=torch.Generator().manual_seed(s), num_inference_steps=steps).images[0]
+        for s in (seed_a, seed_b)
+    )
+    mixed = pipe.interpolate(a, b, t, 11, torch.Generator().manual_seed(seed_a))
+    np.testing.assert_allclose(mixed.lambdas, np.linspace(0, 1, 11))
+    at_weight = _rgb(mixed.images[3])  # lambda = 0.3
+    factor = chosen.shape[1] // at_weight.shape[1]
+    np.testing.assert_array_equal(chosen, at_weight.repeat(factor, axis=0).repeat(factor, axis=1))
+    cell = _cell_scale(pipe) * at_weight.shape[1]
+    assert strip.shape[1] >= 13 * cell, "A, the 11 weights and B, side by side"
+    assert not np.array_equal(chosen, _rgb(mixed.images[0]).repeat(factor, axis=0).repeat(factor, axis=1))
+
+
+def test_the_model_tab_lists_what_the_model_is(driver, url, model_folder):
+    _open(driver, url)
+    _open_tab(driver, "The model")
+    rows = WebDriverWait(driver, TIMEOUT).until(
+        lambda d: [
+            r.get_attribute("innerText").split("\n", 1) for r in d.find_elements(By.CSS_SELECTOR, "#facts [role=row]")
+        ][1:]
+    )
+    facts = {fact.strip(): value.strip() for fact, value in rows}
+    unet = DDPMPipeline.from_pretrained(model_folder).unet
+    size = unet.config.sample_size
+    assert facts["images"] == f"{size}x{size}, {'RGB' if unet.config.in_channels == 3 else 'grayscale'}"
+    assert facts["parameters"] == f"{sum(p.numel() for p in unet.parameters()):,}"
+    T_model = DDPMPipeline.from_pretrained(model_folder).scheduler.config.num_train_timesteps
+    assert facts["diffusion"].startswith(f"T = {T_model}, ")

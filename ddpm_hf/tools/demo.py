@@ -226,8 +226,10 @@ def _blocks(gr: Any, served: DemoModel) -> gr.Blocks:
             with gr.Row():
                 label = f"Number of images (1 to {MAX_IMAGES})"
                 num_images = gr.Number(16, precision=0, label=label, elem_id="num-images")
-                seed = gr.Number(0, precision=0, label="Seed")
-                sampler = gr.Dropdown([(v, k) for k, v in SAMPLER_NAMES.items()], value="ddpm", label="Sampler")
+                seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
+                sampler = gr.Dropdown(
+                    [(v, k) for k, v in SAMPLER_NAMES.items()], value="ddpm", label="Sampler", elem_id="sampler"
+                )
                 steps = gr.Slider(
                     1, T, value=min(50, T), step=1, label=f"Steps (T = {T}: the paper's chain)", elem_id="steps"
                 )
@@ -237,28 +239,34 @@ def _blocks(gr: Any, served: DemoModel) -> gr.Blocks:
             run.click(on_sample, [num_images, seed, sampler, steps], [grid, singles], api_name="sample")
         with gr.Tab("From noise (Fig. 6)"):
             with gr.Row():
-                rows = gr.Slider(1, 8, value=4, step=1, label="Rows")
-                trajectory_seed = gr.Number(0, precision=0, label="Seed")
-                columns = gr.Slider(2, 20, value=10, step=1, label="Columns (timesteps shown)")
-                trajectory_steps = gr.Slider(2, T, value=T, step=1, label="Steps of the chain")
-            show = gr.Button("Run the chain", variant="primary")
-            states = gr.Image(label="x_t: the state at each step", type="pil", format="png")
-            predictions = gr.Image(label="the prediction of x_0 at each step", type="pil", format="png")
+                rows = gr.Slider(1, 8, value=4, step=1, label="Rows", elem_id="chain-rows")
+                trajectory_seed = gr.Number(0, precision=0, label="Seed", elem_id="chain-seed")
+                columns = gr.Slider(2, 20, value=10, step=1, label="Columns (timesteps shown)", elem_id="chain-columns")
+                trajectory_steps = gr.Slider(2, T, value=T, step=1, label="Steps of the chain", elem_id="chain-steps")
+            show = gr.Button("Run the chain", variant="primary", elem_id="chain-button")
+            states = gr.Image(label="x_t: the state at each step", type="pil", format="png", elem_id="chain-states")
+            predictions = gr.Image(
+                label="the prediction of x_0 at each step", type="pil", format="png", elem_id="chain-predictions"
+            )
             inputs = [rows, trajectory_seed, columns, trajectory_steps]
             show.click(on_trajectory, inputs, [states, predictions], api_name="trajectory")
         with gr.Tab("Interpolation (Fig. 8)"):
             with gr.Row():
-                seed_a = gr.Number(0, precision=0, label="Seed A")
-                seed_b = gr.Number(1, precision=0, label="Seed B")
-                t = gr.Slider(0, T - 1, value=T // 2, step=1, label="t: how far both are diffused")
-                weight = gr.Slider(0, 1, value=0.5, step=1 / (LAMBDAS - 1), label="lambda")
-                source_steps = gr.Slider(1, T, value=min(100, T), step=1, label="Steps drawing A and B")
-            mix = gr.Button("Interpolate", variant="primary")
-            strip = gr.Image(label="A, lambda = 0 .. 1, B", type="pil", format="png")
-            chosen = gr.Image(label="at lambda", type="pil", format="png")
+                seed_a = gr.Number(0, precision=0, label="Seed A", elem_id="seed-a")
+                seed_b = gr.Number(1, precision=0, label="Seed B", elem_id="seed-b")
+                t = gr.Slider(0, T - 1, value=T // 2, step=1, label="t: how far both are diffused", elem_id="mix-t")
+                weight = gr.Slider(0, 1, value=0.5, step=1 / (LAMBDAS - 1), label="lambda", elem_id="lambda")
+                source_steps = gr.Slider(
+                    1, T, value=min(100, T), step=1, label="Steps drawing A and B", elem_id="mix-steps"
+                )
+            mix = gr.Button("Interpolate", variant="primary", elem_id="mix-button")
+            strip = gr.Image(label="A, lambda = 0 .. 1, B", type="pil", format="png", elem_id="mix-strip")
+            chosen = gr.Image(label="at lambda", type="pil", format="png", elem_id="mix-chosen")
             inputs = [seed_a, seed_b, t, weight, source_steps]
             mix.click(on_interpolate, inputs, [strip, chosen], api_name="interpolate")
         with gr.Tab("The model"):
-            gr.Dataframe([list(row) for row in served.facts], headers=["fact", "value"], interactive=False)
+            gr.Dataframe(
+                [list(row) for row in served.facts], headers=["fact", "value"], interactive=False, elem_id="facts"
+            )
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
