@@ -2,14 +2,12 @@
 
 import json
 import math
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
+from helpers.stock import run_stock_diffusers
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 
@@ -150,13 +148,6 @@ def google_shaped_folder(tiny_unet, tmp_path, google_cifar10_scheduler_config):
     return folder
 
 
-def run_stock_diffusers(folder, out, steps):
-    """Sample 2 images with seed 7 in a Python process that never imports ddpm_hf."""
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-c", STOCK_SCRIPT, str(folder), str(out), str(steps)], check=True, env=env)
-    return np.load(out)
-
-
 @pytest.mark.slow
 def test_loads_a_folder_shaped_like_google_ddpm_cifar10_32(google_shaped_folder, tmp_path):
     folder = google_shaped_folder
@@ -171,31 +162,16 @@ def test_loads_a_folder_shaped_like_google_ddpm_cifar10_32(google_shaped_folder,
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
 
 
-STOCK_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import numpy as np
-    import torch
-    from diffusers import DDPMPipeline, DDPMScheduler
-    pipe = DDPMPipeline.from_pretrained(sys.argv[1])
-    assert type(pipe.scheduler) is DDPMScheduler
-    pipe.set_progress_bar_config(disable=True)
-    steps = int(sys.argv[3])
-    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(7), num_inference_steps=steps,
-                  output_type="np").images
-    assert "ddpm_hf" not in sys.modules
-    np.save(sys.argv[2], images)
-    """
-)
-
-
 @pytest.mark.parametrize(
     "variance_type,steps",
     # diffusers adds noise at a shortened chain's last step with fixed_large (the paper does not), so that pair
     # agrees over the full chain only; fixed_small agrees at any length.
-    [("fixed_small", 20), ("fixed_small", 5), ("fixed_large", 20)],
+    [("fixed_small", 20), ("fixed_small", 5), ("fixed_large", 20), ("learned_range", 20)],
 )
 def test_stock_diffusers_loads_what_we_save_and_samples_the_same(tiny_unet, tmp_path, variance_type, steps):
+    if variance_type == "learned_range":  # a UNet that outputs its variances too; its second half is v
+        torch.manual_seed(0)
+        tiny_unet = build_unet("tiny", out_channels=6).eval()
     pipe = make_pipe(tiny_unet, variance_type=variance_type)
     pipe.save_pretrained(tmp_path / "pipe")
     theirs = run_stock_diffusers(tmp_path / "pipe", tmp_path / "stock.npy", steps)

@@ -182,10 +182,18 @@ def launch(accelerate_launch, processes: int, *args: str) -> list[str]:
     return accelerate_launch(processes, SCRIPT, *QUICK, *args)
 
 
+# Hybrid loss with the loss-aware timestep sampler: T = 10 and 32 images a step warm the sampler up (10 losses at
+# every t) well before the checkpoint of step 10, so the resumed run draws t from its restored state.
+LOSS_AWARE = "--loss_type hybrid --timestep_sampler loss_aware --num_train_timesteps 10 --train_batch_size 32".split()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("processes,accumulation", [(1, 1), (2, 2)])
-def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, processes, accumulation):
+@pytest.mark.parametrize(
+    "processes,accumulation,objective", [(1, 1, []), (2, 2, []), (1, 1, LOSS_AWARE)], ids=["1", "2", "loss_aware"]
+)
+def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, processes, accumulation, objective):
     args = [
+        *objective,
         "--max_train_steps",
         "30",
         "--checkpointing_steps",
@@ -239,6 +247,9 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, proces
 
     straight, resumed = unet_weights(tmp_path / "straight"), unet_weights(out)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    if objective:  # the sampler's state is in the checkpoint, warm: the draws depended on it
+        state = torch.load(out / "checkpoints" / "checkpoint-10" / "custom_checkpoint_2.pkl", weights_only=True)
+        assert int(state["counts"].min()) == 10
     raw = [load_file(d / "checkpoints" / "checkpoint-30" / "model.safetensors") for d in (tmp_path / "straight", out)]
     assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])
 

@@ -83,7 +83,6 @@ def test_a_batch_size_given_for_the_run_wins_over_the_presets_total():
     [
         ("--lr_scheduler", "bogus"),
         ("--variance_type", "large"),
-        ("--variance_type", "learned_range"),
         ("--lr_scheduler", "piecewise_constant"),
         ("--prediction_type", "x0"),
         ("--beta_schedule", "cosine"),
@@ -105,8 +104,11 @@ def test_config_file_values_meet_the_same_choices(tmp_path):
     config.write_text(json.dumps({"lr_scheduler": "bogus"}))
     with pytest.raises(ValueError, match=r"--lr_scheduler must be one of linear, cosine, .*, got 'bogus'"):
         check_train_args(parse_train_args(["--config", str(config)]))
+    config.write_text(json.dumps({"loss_type": "nll"}))
+    with pytest.raises(ValueError, match="--loss_type must be one of simple, vlb, hybrid, got 'nll'"):
+        check_train_args(parse_train_args(["--config", str(config)]))
     config.write_text(json.dumps({"variance_type": "learned_range"}))
-    with pytest.raises(ValueError, match="learned_range needs the hybrid loss"):
+    with pytest.raises(ValueError, match="learned_range is trained by --loss_type hybrid or vlb"):
         check_train_args(parse_train_args(["--config", str(config)]))
     config.write_text(json.dumps({"hub_strategy": "sometimes", "push_to_hub": True}))
     with pytest.raises(ValueError, match="--hub_strategy must be one of end, every_save"):

@@ -87,16 +87,23 @@ def vb_terms_bpd(
 
     L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for all steps but the chain's last, where
     it is L_0 = -log p(x_0 | x_1) under the discretized Gaussian decoder. `timestep` is an int of the chain,
-    or a `(batch_size,)` tensor of per-sample timesteps that are all KL steps (not the last).
+    or a `(batch_size,)` tensor of per-sample timesteps of the chain, the last step included (both terms are
+    then computed and each sample takes its own, as the authors' training loss does). The evaluation's bound and
+    the training objectives `vlb` and `hybrid` (`ddpm_hf.core.losses`) both compute their terms here.
     """
     p = scheduler.p_mean_variance(model_output, timestep, x_t)
     x0 = x_start.to(p.mean.dtype)
-    if not isinstance(timestep, torch.Tensor) and scheduler.is_last_step(timestep):
-        nll = -discretized_gaussian_log_likelihood(x0, means=p.mean, log_scales=0.5 * p.log_variance)
-        return mean_flat(nll) / LOG2, p.pred_original_sample
+    last = int(scheduler.timesteps[-1])
+    is_tensor = isinstance(timestep, torch.Tensor)
+    if is_tensor or scheduler.is_last_step(timestep):
+        nll = mean_flat(-discretized_gaussian_log_likelihood(x0, means=p.mean, log_scales=0.5 * p.log_variance))
+        if not is_tensor:
+            return nll / LOG2, p.pred_original_sample
     true_mean, _, true_log_variance = scheduler.q_posterior(x0, x_t, timestep)
-    kl = normal_kl(true_mean, true_log_variance, p.mean, p.log_variance)
-    return mean_flat(kl) / LOG2, p.pred_original_sample
+    kl = mean_flat(normal_kl(true_mean, true_log_variance, p.mean, p.log_variance))
+    if is_tensor:
+        kl = torch.where(timestep.to(kl.device) == last, nll, kl)
+    return kl / LOG2, p.pred_original_sample
 
 
 @dataclass

@@ -71,6 +71,20 @@ UNET_PRESETS["tiny"] = {
     "block_out_channels": (8, 16),
 }
 UNET_PRESETS["lsun"] = UNET_PRESETS["celebahq"]
+# Nichol & Dhariwal (2021), CIFAR-10 (their repository's flags: --num_channels 128 --num_res_blocks 3
+# --learn_sigma True --dropout 0.3): ch 128, mult (1, 2, 2, 2), 3 residual blocks per level, attention at
+# 16x16 and 8x8 with 4 heads, scale-shift normalisation by the timestep; twice the image channels out (the
+# learned_range variances).
+UNET_PRESETS["improved_cifar10"] = {
+    **UNET_PRESETS["cifar10"],
+    "out_channels": 6,
+    "layers_per_block": 3,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": 64,
+    "resnet_time_scale_shift": "scale_shift",
+    "dropout": 0.3,
+}
 
 
 def unet_config(preset: str, **overrides: Any) -> dict[str, Any]:
@@ -100,14 +114,19 @@ def describe_presets() -> str:
 
 
 def training_unet_config(
-    unet: str, resolution: int, dropout: float | None = None, channels: int | None = None
+    unet: str,
+    resolution: int,
+    dropout: float | None = None,
+    channels: int | None = None,
+    learned_variance: bool = False,
 ) -> dict[str, Any]:
     """The config of a preset name or a UNet2DModel config.json path, at `resolution` (and with `channels` image
-    channels in and out, when given), checked against it.
+    channels in, when given), checked against it. Its output has the input's channels, twice them with
+    `learned_variance` (the second half the `learned_range` interpolation v of Nichol & Dhariwal, Eq. 15).
 
     Raises:
         ValueError: an unknown preset or missing file, a resolution the UNet's down-sampling cannot take,
-            or a UNet whose output channels differ from its input channels (L_simple predicts an image).
+            or a config file whose output channels are not what the objective predicts.
     """
     if unet in UNET_PRESETS:
         config = unet_config(unet)
@@ -118,17 +137,19 @@ def training_unet_config(
     config["sample_size"] = resolution
     if dropout is not None:
         config["dropout"] = dropout
-    if channels is not None:
-        config["in_channels"] = config["out_channels"] = channels
+    in_channels = config["in_channels"] = channels or config.get("in_channels", 3)
+    out_channels = in_channels * (2 if learned_variance else 1)
+    if unet not in UNET_PRESETS and channels is None and config.get("out_channels", 3) != out_channels:
+        predicts = "an image and its variances" if learned_variance else "an image"
+        raise ValueError(
+            f"--unet {unet!r} maps {config.get('in_channels')} channels to {config.get('out_channels')}; training "
+            f"predicts {predicts}: {out_channels} channels for {in_channels} input channels."
+        )
+    config["out_channels"] = out_channels
     factor = resolution_factor(config)
     if resolution < factor or resolution % factor:
         raise ValueError(
             f"--resolution {resolution} does not suit --unet {unet}: it halves the image between each two of its "
             f"{len(config['down_block_types'])} levels, so the resolution must be a multiple of {factor}."
-        )
-    if config.get("out_channels", 3) != config.get("in_channels", 3):
-        raise ValueError(
-            f"--unet {unet!r} maps {config.get('in_channels')} channels to {config.get('out_channels')}; "
-            "training predicts an image of the input's channels."
         )
     return config

@@ -25,8 +25,10 @@ from accelerate.utils import LoggerType
 from diffusers.optimization import SchedulerType
 from transformers import HfArgumentParser
 
+from ..core.losses import LOSS_TYPES
 from ..core.schedules import BETA_SCHEDULES
 from ..core.scheduling_ddpm_paper import PREDICTION_TYPES, VARIANCE_TYPES
+from ..core.timestep_sampling import TIMESTEP_SAMPLERS
 from ..core.unets import describe_presets
 from ..tools.data import DataArguments
 from ..tools.hub import check_repo_id
@@ -36,8 +38,8 @@ DEFAULT_LICENSE = "apache-2.0"
 # The enumerated flags' choices, listed by --help and checked again for values from --config files.
 # piecewise_constant needs a step rule that no flag gives.
 LR_SCHEDULES = tuple(kind.value for kind in SchedulerType if kind != SchedulerType.PIECEWISE_CONSTANT)
-# learned_range needs the hybrid loss of Nichol & Dhariwal, which the trainer does not offer yet.
-TRAINED_VARIANCES = VARIANCE_TYPES[:4]
+# learned_range is trained by the hybrid loss (Nichol & Dhariwal) or the bound; the fixed ones by any loss.
+LEARNED_VARIANCE = "learned_range"
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 # Every tracker accelerate supports, `all` of those installed, or none.
 TRACKERS = (*(kind.value for kind in LoggerType), "none")
@@ -72,7 +74,11 @@ class ModelArguments:
     )
     variance_type: str = field(
         default="fixed_large",
-        metadata={"help": "Reverse-process variance for sampling (Sec. 3.2).", "choices": list(TRAINED_VARIANCES)},
+        metadata={
+            "help": "Reverse-process variance (Sec. 3.2): fixed for sampling, or learned_range (trained by "
+            "--loss_type hybrid or vlb; the default with hybrid), which doubles the UNet's output channels.",
+            "choices": list(VARIANCE_TYPES),
+        },
     )
     ddpm_num_inference_steps: int | None = field(
         default=None, metadata={"help": "Steps of the sampling chain for sample grids; default: all T."}
@@ -94,6 +100,32 @@ class TrainingArguments:
     )
     max_train_steps: int | None = field(
         default=None, metadata={"help": "Optimizer steps to train for; overrides --num_epochs."}
+    )
+    loss_type: str = field(
+        default="simple",
+        metadata={
+            "help": "The objective: simple is L_simple (Eq. 14); vlb the true bound L (Eq. 5) with the "
+            "--variance_type's variances; hybrid is L_simple + --vlb_weight L_vlb with learned variances "
+            "(Nichol & Dhariwal 2021), L_vlb training only the variances.",
+            "choices": list(LOSS_TYPES),
+        },
+    )
+    vlb_weight: float = field(default=0.001, metadata={"help": "lambda of --loss_type hybrid (Nichol & Dhariwal)."})
+    snr_gamma: float | None = field(
+        default=None,
+        metadata={
+            "help": "Min-SNR-gamma weighting of the squared error (Hang et al. 2023; they use 5), for the simple "
+            "and hybrid losses and every --prediction_type; default: off."
+        },
+    )
+    timestep_sampler: str = field(
+        default="uniform",
+        metadata={
+            "help": "How t is drawn: uniform (Algorithm 1), or loss_aware: improved DDPM's importance sampling "
+            "(p_t proportional to the root mean square of the last 10 losses at t, each loss reweighted by "
+            "1 / (T p_t)); its state is saved in the checkpoints.",
+            "choices": list(TIMESTEP_SAMPLERS),
+        },
     )
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
     lr_scheduler: str = field(
@@ -319,6 +351,22 @@ PRESETS["lsun"] = {**PRESETS["celebahq"], "max_train_steps": 1_200_000, "output_
 PRESETS["lsun_church"] = dict(PRESETS["lsun"])
 PRESETS["lsun_cat"] = {**PRESETS["lsun"], "max_train_steps": 1_800_000}
 PRESETS["lsun_bedroom"] = {**PRESETS["lsun"], "max_train_steps": 2_400_000, "random_flip": False}
+# Nichol & Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models", CIFAR-10 (Sec. 2-3 and their
+# repository's README): T = 4000, cosine schedule, L_hybrid with learned_range variances, dropout 0.3, Adam at
+# 1e-4 without warm-up, batch 128, EMA 0.9999, 500K steps.
+PRESETS["improved_cifar10"] = {
+    **PRESETS["cifar10"],
+    "unet": "improved_cifar10",
+    "num_train_timesteps": 4000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "loss_type": "hybrid",
+    "variance_type": "learned_range",
+    "learning_rate": 1e-4,
+    "lr_scheduler": "constant",
+    "lr_warmup_steps": 0,
+    "max_train_steps": 500_000,
+    "output_dir": "ddpm-improved-cifar10",
+}
 
 
 @dataclass
@@ -401,6 +449,8 @@ def parse_train_args(argv: list[str] | None = None) -> DDPMTrainArguments:
     given = set(file_values) | given_flags(rest)
     if "train_batch_size" in given and "total_batch_size" not in given:
         train.total_batch_size = None  # a batch size given for this run wins over a preset's total
+    if train.loss_type == "hybrid" and "variance_type" not in given and "variance_type" not in PRESETS.get(preset, {}):
+        model.variance_type = LEARNED_VARIANCE  # what the hybrid loss trains
     return DDPMTrainArguments(data=data, model=model, train=train, hub=hub, preset=preset)
 
 
@@ -411,8 +461,6 @@ def check_train_args(args: DDPMTrainArguments) -> None:
         ValueError: naming the flag and what it accepts.
     """
     data, model, train = args.data, args.model, args.train
-    if model.variance_type == "learned_range":
-        raise ValueError("--variance_type learned_range needs the hybrid loss of Nichol & Dhariwal; not offered.")
     if data.dataset_name is not None and data.train_data_dir is not None:
         raise ValueError("Give --dataset_name or --train_data_dir, not both: they name two sources of training images.")
     if args.preset is not None and data.dataset_name is None and data.train_data_dir is None:
@@ -446,7 +494,9 @@ def check_train_args(args: DDPMTrainArguments) -> None:
     choices = {
         "beta_schedule": (model.beta_schedule, BETA_SCHEDULES),
         "prediction_type": (model.prediction_type, PREDICTION_TYPES),
-        "variance_type": (model.variance_type, TRAINED_VARIANCES),
+        "variance_type": (model.variance_type, VARIANCE_TYPES),
+        "loss_type": (train.loss_type, LOSS_TYPES),
+        "timestep_sampler": (train.timestep_sampler, TIMESTEP_SAMPLERS),
         "channels": (model.channels, (None, *IMAGE_CHANNELS)),
         "lr_scheduler": (train.lr_scheduler, LR_SCHEDULES),
         "mixed_precision": (train.mixed_precision, (None, *MIXED_PRECISIONS)),
@@ -457,8 +507,30 @@ def check_train_args(args: DDPMTrainArguments) -> None:
         if value not in allowed:
             shown = ", ".join(str(a) for a in allowed if a is not None)
             raise ValueError(f"--{name} must be one of {shown}, got {value!r}.")
+    _check_objective(model, train)
     _check_tracker(train.report_to)
     _check_hub_args(args.hub, train)
+
+
+def _check_objective(model: ModelArguments, train: TrainingArguments) -> None:
+    """The loss must train what the model has: learned variances need a bound term, hybrid needs them."""
+    learned = model.variance_type == LEARNED_VARIANCE
+    if train.loss_type == "hybrid" and not learned:
+        raise ValueError(
+            f"--loss_type hybrid learns the variances: --variance_type must be {LEARNED_VARIANCE} (its default with "
+            f"hybrid), got {model.variance_type}."
+        )
+    if train.loss_type == "simple" and learned:
+        raise ValueError(
+            f"--variance_type {LEARNED_VARIANCE} is trained by --loss_type hybrid or vlb; L_simple trains no variance."
+        )
+    if train.snr_gamma is not None and (train.loss_type == "vlb" or not train.snr_gamma > 0):
+        raise ValueError(
+            "--snr_gamma weights the squared error of --loss_type simple or hybrid and must be positive; got "
+            f"{train.snr_gamma} with --loss_type {train.loss_type}."
+        )
+    if not train.vlb_weight > 0:
+        raise ValueError(f"--vlb_weight must be positive, got {train.vlb_weight}.")
 
 
 def _check_tracker(report_to: str) -> None:

@@ -32,9 +32,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..core.images import enlarged, make_grid, to_model_range
 from ..core.likelihood import bits_per_dim
-from ..core.losses import l_simple
+from ..core.losses import DiffusionLoss, DiffusionLossOutput
 from ..core.pipeline_ddpm import DDPMPipeline
 from ..core.scheduling_ddpm_paper import PaperDDPMScheduler
+from ..core.timestep_sampling import make_timestep_sampler
 from ..core.unets import training_unet_config
 from ..tools import checkpoints
 from ..tools.data import StepSampler, load_image_data, random_flip, step_generator
@@ -86,9 +87,20 @@ class DDPMTrainer:
             self.batch_size * self.accelerator.num_processes * train_args.gradient_accumulation_steps
         )
         self.scheduler = self._noise_scheduler()
+        self.objective = DiffusionLoss(
+            self.scheduler,
+            train_args.loss_type,
+            train_args.snr_gamma,
+            train_args.vlb_weight,
+            make_timestep_sampler(train_args.timestep_sampler, len(self.scheduler)),
+        )
         model_args = args.model
         unet_config = training_unet_config(
-            model_args.unet, args.data.resolution, model_args.dropout, model_args.channels
+            model_args.unet,
+            args.data.resolution,
+            model_args.dropout,
+            model_args.channels,
+            learned_variance=model_args.variance_type == "learned_range",
         )
         self._load_data(unet_config["in_channels"])
         self.quality = self._sample_metrics()
@@ -214,6 +226,8 @@ class DDPMTrainer:
         if self.ema is not None:
             self.ema.to(accelerator.device)
             accelerator.register_for_checkpointing(self.ema)
+        if self._learns_timesteps:
+            accelerator.register_for_checkpointing(self.objective.timestep_sampler)
 
     def _publisher(self) -> HubPublisher | None:
         """With --push_to_hub, the repo is created now (main process): a bad token or an unreachable Hub fails
@@ -348,18 +362,21 @@ class DDPMTrainer:
         """The loss and gradients of one micro-batch, and the update if it ends the step; returns whether it did."""
         accelerator = self.accelerator
         with accelerator.accumulate(self.unet):
-            loss = self._loss(self.micro_step)
+            output = self._loss(self.micro_step)
+            loss = output.loss
             accelerator.backward(loss)
             ends_step = accelerator.sync_gradients
             if ends_step:
                 self._optimize()
+        if self._learns_timesteps:
+            self._update_timestep_sampler(output)
         self.micro_step += 1
         self.loss_sum += loss.detach()
         self.nonfinite |= ~torch.isfinite(loss.detach())
         return ends_step
 
-    def _loss(self, micro_step: int) -> torch.Tensor:
-        """L_simple on this process's micro-batch, from the micro-step's own generator."""
+    def _loss(self, micro_step: int) -> DiffusionLossOutput:
+        """The objective on this process's micro-batch, from the micro-step's own generator."""
         device = self.accelerator.device
         generator = step_generator(self.args.train.seed, micro_step, self.accelerator.process_index, device)
         batch = self.images[self.sampler.indices(micro_step)]
@@ -368,9 +385,16 @@ class DDPMTrainer:
         x0 = to_model_range(batch)
         if self.args.data.random_flip:
             x0 = random_flip(x0, generator)
-        return l_simple(
-            self.unet, self.scheduler, x0, generator, self.accelerator.autocast, self.args.train.channels_last
-        )
+        return self.objective(self.unet, x0, generator, self.accelerator.autocast, self.args.train.channels_last)
+
+    @property
+    def _learns_timesteps(self) -> bool:
+        return self.args.train.timestep_sampler != "uniform"
+
+    def _update_timestep_sampler(self, output: DiffusionLossOutput) -> None:
+        """Every process's sampler learns from the losses of all processes, in rank order, so all draw alike."""
+        timesteps, losses = self.accelerator.gather((output.timesteps, output.losses))
+        self.objective.timestep_sampler.update(timesteps, losses)
 
     def _optimize(self) -> None:
         """Clip the gradients, step AdamW and, unless fp16 loss scaling skipped the step, the LR and the EMA."""
