@@ -47,8 +47,12 @@ def test_the_improved_ddpm_preset_is_nichol_and_dhariwals_cifar10():
         128,
     )
     unet = build_unet(model.unet)
-    assert unet.config.out_channels == 6 and unet.config.dropout == 0.3
-    assert 52e6 < sum(p.numel() for p in unet.parameters()) < 53e6  # their CIFAR-10 model: 52M parameters
+    # --num_channels 128 --num_res_blocks 3 --learn_sigma True --dropout 0.3, attention at 16x16 and 8x8.
+    config = unet.config
+    assert (config.out_channels, config.dropout, config.layers_per_block) == (6, 0.3, 3)
+    assert config.block_out_channels == (128, 256, 256, 256)
+    attention_levels = [i for i, kind in enumerate(config.down_block_types) if kind.startswith("Attn")]
+    assert [32 // 2**i for i in attention_levels] == [16, 8]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DDIMScheduler
+from helpers.cli import usage_error
 from helpers.ports import free_port
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
@@ -91,21 +92,11 @@ def test_sample_script_samples_with_ddim_and_eta(tiny_model, tmp_path):
 def test_sample_script_refuses_a_bad_sampler_before_sampling(tiny_model, tmp_path, monkeypatch, capsys, flags, match):
     loaded = []
     monkeypatch.setattr(sample_ddpm.DDPMPipeline, "from_pretrained", lambda *a, **k: loaded.append(a))
-    error = _usage_error(capsys, ["--model", str(tiny_model), "--output_dir", str(tmp_path / "out"), *flags])
+    error = usage_error(
+        capsys, sample_ddpm.main, ["--model", str(tiny_model), "--output_dir", str(tmp_path / "out"), *flags]
+    )
     assert re.match(f"sample_ddpm.py: error: {match}", error)
     assert loaded == [] and not (tmp_path / "out").exists()
-
-
-def _usage_error(capsys, argv: list[str]) -> str:
-    """The script's one-line error (exit status 2, no traceback), as argparse gives for a bad flag."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["sample_ddpm.py"])
-        with pytest.raises(SystemExit) as exit_info:
-            sample_ddpm.main(argv)
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
-    return error
 
 
 def test_sample_script_help_documents_every_flag(capsys):
@@ -164,7 +155,9 @@ def test_sample_script_batch_size_changes_the_draws_not_their_number(tiny_model,
 )
 def test_sample_script_refuses_a_bad_count_before_loading(tmp_path, capsys, flags, match):
     missing = tmp_path / "no-such-model"  # loading it would fail with another error: the count is checked first
-    error = _usage_error(capsys, ["--model", str(missing), "--output_dir", str(tmp_path / "out"), *flags])
+    error = usage_error(
+        capsys, sample_ddpm.main, ["--model", str(missing), "--output_dir", str(tmp_path / "out"), *flags]
+    )
     assert error.startswith(f"sample_ddpm.py: error: {match}")
     assert not (tmp_path / "out").exists()
 
