@@ -187,6 +187,11 @@ def _fetch(src: str) -> PIL.Image.Image:
     return image
 
 
+def _repeated(image: np.ndarray, factor: int) -> np.ndarray:
+    """`image` with each pixel a `factor` x `factor` block (the page's nearest-neighbour enlargement)."""
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def _expected_grid(images: list[np.ndarray], min_width: int = 256, padding: int = 2) -> np.ndarray:
     """The grid the page should show, from its definition: ceil(sqrt(n)) columns of the images on black with
     `padding` pixels around each, every pixel then repeated the smallest whole number of times that makes it at
@@ -200,7 +205,7 @@ def _expected_grid(images: list[np.ndarray], min_width: int = 256, padding: int 
         top, left = padding + row * (height + padding), padding + col * (width + padding)
         grid[top : top + height, left : left + width] = image
     factor = math.ceil(min_width / grid.shape[1])
-    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
+    return _repeated(grid, factor)
 
 
 def _pipeline_images(
@@ -293,19 +298,26 @@ def test_the_seed_and_the_sampler_reach_the_pipeline_and_each_image_is_shown(dri
     for single, reference in zip(singles, expected, strict=True):
         factor = single.shape[1] // reference.shape[1]
         assert factor * reference.shape[1] >= 128, "each image at least half the grid's width"
-        np.testing.assert_array_equal(single, reference.repeat(factor, axis=0).repeat(factor, axis=1))
+        np.testing.assert_array_equal(single, _repeated(reference, factor))
+
+
+def _run_tab(driver, url, tab: str, values: dict[str, float], button: str, outputs: tuple[str, ...]) -> list:
+    """Open `tab`, type each value into the number box of its elem_id, click `button` and return the images of the
+    `outputs` blocks once shown."""
+    _open(driver, url)
+    _open_tab(driver, tab)
+    for elem_id, value in values.items():
+        _set(driver, f"#{elem_id} input[type=number]", value)
+    driver.find_element(By.CSS_SELECTOR, f"#{button}").click()
+    return [_shown(driver, f"#{output}") for output in outputs]
 
 
 def test_the_chain_tab_shows_x_t_and_the_x0_predictions_of_fig_6(driver, url, model_folder):
     rows, seed, columns, steps = 2, 1, 3, 6
-    _open(driver, url)
-    _open_tab(driver, "From noise (Fig. 6)")
-    _set(driver, "#chain-rows input[type=number]", rows)
-    _set(driver, "#chain-seed input[type=number]", seed)
-    _set(driver, "#chain-columns input[type=number]", columns)
-    _set(driver, "#chain-steps input[type=number]", steps)
-    driver.find_element(By.CSS_SELECTOR, "#chain-button").click()
-    states, predictions = _shown(driver, "#chain-states"), _shown(driver, "#chain-predictions")
+    values = {"chain-rows": rows, "chain-seed": seed, "chain-columns": columns, "chain-steps": steps}
+    states, predictions = _run_tab(
+        driver, url, "From noise (Fig. 6)", values, "chain-button", ("chain-states", "chain-predictions")
+    )
 
     pipe = _paper_pipeline(model_folder)
     for shown, kind in ((states, "x_t"), (predictions, "x0")):
@@ -325,15 +337,8 @@ def test_the_chain_tab_shows_x_t_and_the_x0_predictions_of_fig_6(driver, url, mo
 
 def test_the_interpolation_tab_mixes_two_seeds_at_t_as_fig_8(driver, url, model_folder):
     seed_a, seed_b, t, weight, steps = 2, 5, 7, 0.3, 4
-    _open(driver, url)
-    _open_tab(driver, "Interpolation (Fig. 8)")
-    _set(driver, "#seed-a input[type=number]", seed_a)
-    _set(driver, "#seed-b input[type=number]", seed_b)
-    _set(driver, "#mix-t input[type=number]", t)
-    _set(driver, "#lambda input[type=number]", weight)
-    _set(driver, "#mix-steps input[type=number]", steps)
-    driver.find_element(By.CSS_SELECTOR, "#mix-button").click()
-    strip, chosen = _shown(driver, "#mix-strip"), _shown(driver, "#mix-chosen")
+    values = {"seed-a": seed_a, "seed-b": seed_b, "mix-t": t, "lambda": weight, "mix-steps": steps}
+    strip, chosen = _run_tab(driver, url, "Interpolation (Fig. 8)", values, "mix-button", ("mix-strip", "mix-chosen"))
 
     pipe = _paper_pipeline(model_folder)
     a, b = (
@@ -344,10 +349,10 @@ def test_the_interpolation_tab_mixes_two_seeds_at_t_as_fig_8(driver, url, model_
     np.testing.assert_allclose(mixed.lambdas, np.linspace(0, 1, 11))
     at_weight = _rgb(mixed.images[3])  # lambda = 0.3
     factor = chosen.shape[1] // at_weight.shape[1]
-    np.testing.assert_array_equal(chosen, at_weight.repeat(factor, axis=0).repeat(factor, axis=1))
+    np.testing.assert_array_equal(chosen, _repeated(at_weight, factor))
     cell = _cell_scale(pipe) * at_weight.shape[1]
     assert strip.shape[1] >= 13 * cell, "A, the 11 weights and B, side by side"
-    assert not np.array_equal(chosen, _rgb(mixed.images[0]).repeat(factor, axis=0).repeat(factor, axis=1))
+    assert not np.array_equal(chosen, _repeated(_rgb(mixed.images[0]), factor))
 
 
 def test_the_model_tab_lists_what_the_model_is(driver, url, model_folder):

@@ -40,9 +40,10 @@ class DiffusionLossOutput(BaseOutput):
 
 
 def snr(scheduler: PaperDDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    """SNR(t) = alphabar_t / (1 - alphabar_t), the signal-to-noise ratio of q(x_t | x_0) (Eq. 4), float32."""
-    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    return (alphas_cumprod / (1 - alphas_cumprod)).float()
+    """SNR(t) = alphabar_t / (1 - alphabar_t), the signal-to-noise ratio of q(x_t | x_0) (Eq. 4), float32; from the
+    scheduler's float64 table of sqrt(1 / alphabar - 1), cached on the timesteps' device (no copy per step)."""
+    like = torch.empty(0, dtype=torch.float64, device=timesteps.device)
+    return scheduler._at("sqrt_recipm1_alphas_cumprod", timesteps, like).pow(-2).float()
 
 
 def min_snr_weights(scheduler: PaperDDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
