@@ -31,6 +31,7 @@ setup(
         "numpy>=1.26",
         "pillow>=10.0",
         "tqdm>=4.66",
+        "psutil>=5.9",
         "pyyaml>=6.0",
         "scikit-learn>=1.3",
         "tensorboard>=2.14",

@@ -8,6 +8,11 @@ After the last step the trainer checks the weights are finite, writes a checkpoi
 sample grid (--num_sample_images over --ddpm_num_inference_steps steps), saves the pipeline and the model
 card, and pushes with --push_to_hub; each phase logs a line and shows a progress bar. A quick trial run:
 --max_train_steps 20 --final_eval_batch_size 0 --num_sample_images 0.
+
+On SIGTERM (a scheduler's preemption, forwarded to every process by torchrun), every process finishes the current
+optimizer step, a checkpoint of it is written (unless --checkpointing_steps 0), and the script exits with status 75
+(EX_TEMPFAIL): unfinished, to be continued with --resume_from_checkpoint latest. `accelerate launch` that received the
+SIGTERM itself returns 143 (128 + SIGTERM) whatever its workers returned.
 """
 
 from __future__ import annotations
@@ -159,8 +164,10 @@ class TrainingArguments:
     cpu_threads: int | None = field(
         default=None,
         metadata={
-            "help": "Torch threads per process when training on the CPU; default: the usable cores divided among "
-            "this machine's processes (`accelerate launch` alone would pin one thread per process)."
+            "help": "Torch threads per process when training on the CPU; default: the cores this process may use "
+            "(CPU affinity, cgroup quota rounded down) divided among this machine's processes (`accelerate launch` "
+            "alone would pin one thread per process). A warning at start-up when threads x processes exceed those "
+            "cores or other processes keep them busy: then lower it, run fewer processes or stop the other load."
         },
     )
     allow_tf32: bool = field(default=False, metadata={"help": "Allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)."})
@@ -240,8 +247,23 @@ class TrainingArguments:
     )
     checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep only the newest N checkpoints."})
     ddp_timeout: int = field(
-        default=7200,
-        metadata={"help": "Seconds processes wait for each other (the main one samples and evaluates alone)."},
+        default=1800,
+        metadata={
+            "help": "Seconds a process waits in one exchange with the others before failing: how long a run hangs when "
+            "a machine vanishes without closing its connections (a process that dies is noticed at once). It must "
+            "exceed what some processes do while the others wait: each machine's first download and decoding of the "
+            "dataset (or build of its --data_mode store) before training, and the main process's writes of a "
+            "checkpoint or the pipeline to a slow disk. Raise it for a first run on a large dataset."
+        },
+    )
+    save_on_each_node: bool = field(
+        default=False,
+        metadata={
+            "help": "For machines that do not share --output_dir: each machine's first process finishes every "
+            "checkpoint in its own output_dir (weights, optimizer, EMA, LR schedule and the RNG states of that "
+            "machine's processes), so each machine can resume from its own disk. Not with a shared output_dir, where "
+            "the machines would write the same files; the pipeline, card and logs stay the main process's."
+        },
     )
     resume_from_checkpoint: str | None = field(
         default=None,

@@ -322,19 +322,12 @@ class DDPMEvaluator:
                     self.pipeline, args.num_samples, args.batch_size, setting.num_inference_steps, args.seed
                 )
                 scores = score_samples(
-                    self.quality,
-                    samples,
-                    self.fid_images,
-                    self.dataset,
-                    args.fid_split,
-                    args.batch_size,
-                    args.stats_cache_dir,
+                    self.quality, samples, self.fid_images, self.dataset, args.fid_split, args.stats_cache_dir
                 )
-                if scores is None:
-                    continue
                 row = {**asdict(setting), "num_samples": len(samples), "feature_space": args.feature_space}
                 rows.append({**row, **scores})
-                tqdm.write(f"{setting.label}, {setting.num_inference_steps} steps: FID {rows[-1]['fid']:.4g}")
+                if self.state.is_main_process:
+                    tqdm.write(f"{setting.label}, {setting.num_inference_steps} steps: FID {rows[-1]['fid']:.4g}")
         finally:
             self.pipeline.scheduler = original
         return rows

@@ -86,9 +86,9 @@ OUTPUT_ONLY_ARGUMENTS = frozenset(
     """output_dir cpu_threads report_to tracker_project_name run_name logging_dir logging_steps save_images_steps
     num_sample_images eval_steps eval_batch_size final_eval_batch_size eval_num_timesteps eval_fid_steps
     eval_num_samples eval_feature_space inception_weights save_model_steps checkpointing_steps checkpoints_total_limit
-    ddp_timeout resume_from_checkpoint overwrite_output_dir ddpm_num_inference_steps push_to_hub hub_strategy
-    hub_model_id hub_private_repo hub_upload_checkpoints hub_upload_logs model_license dataset_label cache_dir
-    skip_bad_images""".split()
+    ddp_timeout save_on_each_node resume_from_checkpoint overwrite_output_dir ddpm_num_inference_steps push_to_hub
+    hub_strategy hub_model_id hub_private_repo hub_upload_checkpoints hub_upload_logs model_license dataset_label
+    cache_dir skip_bad_images""".split()
 )
 
 

