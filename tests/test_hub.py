@@ -60,11 +60,13 @@ def _run(cmd, env, check=True):
 
 
 # The trainer, with the client's backoff waits (1, 2, 4, 8, 8 s between retries of a 5xx) recorded on
-# stderr instead of slept: the retries still happen, the test does not wait for them.
+# stderr instead of slept: the retries still happen, the test does not wait for them. Only the client's
+# `time` is replaced, so every other sleep in the process still sleeps and is not counted.
 WITHOUT_BACKOFF_WAITS = f"""
-import runpy, sys
+import runpy, sys, time, types
 from huggingface_hub.utils import _http
-_http.time.sleep = lambda seconds: print(f"backoff wait {{seconds}} s", file=sys.stderr)
+record = lambda seconds: print(f"backoff wait {{seconds}} s", file=sys.stderr)
+_http.time = types.SimpleNamespace(**{{**vars(time), "sleep": record}})
 sys.argv = sys.argv[1:]
 runpy.run_path({str(TRAIN)!r}, run_name="__main__")
 """

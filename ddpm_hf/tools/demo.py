@@ -9,6 +9,12 @@ page and the app keeps serving. Gradio is the optional extra `demo` (`pip instal
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -194,6 +200,31 @@ def build_demo(model: str, revision: str | None = None) -> gr.Blocks:
     return _blocks(gr, served)
 
 
+class ImageFiles:
+    """The handlers' images as PNG files, each named by its content and renamed into place once written.
+
+    Gradio writes a returned PIL image into its cache in place (truncate, then write) under a name made of its
+    content, so two requests with the same answer (the same seed) can empty a file that a client is still
+    downloading. A returned path it copies under a temporary name and renames, as done here: no client ever
+    reads a half-written file. The folder goes with this object (the app's handlers hold it) or at exit."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="ddpm_hf-demo-"))
+        weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+
+    def __call__(self, image: PIL.Image.Image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()}.png"
+        if not path.exists():
+            handle, staging = tempfile.mkstemp(dir=self.folder, suffix=".part")
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(staging, path)
+        return str(path)
+
+
 def _blocks(gr: Any, served: DemoModel) -> gr.Blocks:
     T = served.T
 
@@ -206,19 +237,22 @@ def _blocks(gr: Any, served: DemoModel) -> gr.Blocks:
 
     # Each handler's `progress` tracks the pipelines' tqdm bars, so the page shows the sampling loop's progress.
     tracked = gr.Progress(track_tqdm=True)
+    files = ImageFiles()
 
     def on_sample(num_images, seed, sampler, steps, progress=tracked):
         with as_message():
             images = sample(served, num_images, seed, sampler, steps)
-        return enlarged(make_grid(images), DISPLAY_WIDTH), [enlarged(i, DISPLAY_WIDTH // 2) for i in images]
+        return files(enlarged(make_grid(images), DISPLAY_WIDTH)), [
+            files(enlarged(i, DISPLAY_WIDTH // 2)) for i in images
+        ]
 
     def on_trajectory(num_rows, seed, columns, steps, progress=tracked):
         with as_message():
-            return trajectory(served, num_rows, seed, columns, steps)
+            return tuple(map(files, trajectory(served, num_rows, seed, columns, steps)))
 
     def on_interpolate(seed_a, seed_b, t, weight, steps, progress=tracked):
         with as_message():
-            return interpolation(served, seed_a, seed_b, t, weight, steps)
+            return tuple(map(files, interpolation(served, seed_a, seed_b, t, weight, steps)))
 
     with gr.Blocks(title="DDPM demo") as demo:
         gr.Markdown("# Denoising diffusion probabilistic model\nHo, Jain & Abbeel (2020), served by ddpm_hf.")
