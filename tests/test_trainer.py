@@ -124,6 +124,7 @@ def test_few_step_run_writes_every_output(tmp_path):
     assert events.path.endswith(str(Path("logs") / "ddpm_hf")), "the default --tracker_project_name"
 
 
+@pytest.mark.slow
 def test_quick_trial_skips_the_final_phase_and_checkpoints_the_last_step(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -254,6 +255,7 @@ def test_killed_run_resumes_to_the_same_bits(tmp_path, accelerate_launch, proces
     assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0])
 
 
+@pytest.mark.slow
 def test_resuming_with_another_set_up_is_refused(tmp_path, fresh_accelerate_state):
     out = tmp_path / "run"
     run("--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "2")
@@ -317,6 +319,7 @@ def test_output_dir_of_another_run_is_refused_unless_overwritten(tmp_path):
     assert not (out / "eval_results.json").exists() and (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
     result = run(
@@ -394,6 +397,7 @@ def test_non_finite_weights_stop_before_a_checkpoint_keeps_them(tmp_path, fresh_
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1"]
 
 
+@pytest.mark.slow
 def test_bf16_training_runs_end_to_end(tmp_path):
     out = tmp_path / "run"
     run("--output_dir", str(out), "--max_train_steps", "4", "--mixed_precision", "bf16")
@@ -417,6 +421,7 @@ def test_epochs_count_optimizer_steps(fresh_accelerate_state, tmp_path):
     assert trainer.max_steps == 2 * (1617 // 100 // 2)
 
 
+@pytest.mark.slow
 def test_memory_and_speed_flags_fall_back_on_the_cpu(tmp_path):
     out = tmp_path / "run"
     flags = ["--gradient_checkpointing", "--channels_last", "--allow_tf32", "--max_train_steps", "2"]

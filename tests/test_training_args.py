@@ -2,11 +2,10 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import script_help
 
 from ddpm_hf.core.unets import training_unet_config
 from ddpm_hf.jobs.arguments import (
@@ -22,7 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "train_scripts" / "train_ddpm.py"
 
 
 def test_help_documents_every_flag():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    out = script_help(SCRIPT)
     for cls in (DataArguments, ModelArguments, TrainingArguments):
         for f in dataclasses.fields(cls):
             assert f"--{f.name}" in out, f.name
