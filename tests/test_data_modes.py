@@ -240,11 +240,11 @@ def test_each_machine_builds_its_store_once_on_its_local_main_process(folder, tm
         launches.append(subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [launch.communicate(timeout=300) for launch in launches]
     assert [launch.returncode for launch in launches] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
-    assert sorted(path.name for path in logs.iterdir()) == ["build-0-0", "build-1-0"]
-    for machine in (0, 1):
+    builders = {"build-0-0-0": 0, "build-1-0-2": 1}  # machine 1's local main process is rank 2
+    assert sorted(path.name for path in logs.iterdir()) == sorted(builders)
+    for name, machine in builders.items():
         stores = tmp_path / f"machine{machine}" / "stores"
-        assert len([p for p in stores.iterdir()]) == 1 and (logs / f"build-{machine}-0").read_text() == str(
-            tmp_path / f"machine{machine}"
-        )
+        assert len(list(stores.iterdir())) == 1 and (logs / name).read_text() == str(tmp_path / f"machine{machine}")
     lines = sorted(line for out, _ in outputs for line in out.splitlines() if line.startswith("rank"))
-    assert len(lines) == 4 and len({line.split(":")[1] for line in lines}) == 1, lines
+    assert [line.split(":")[0] for line in lines] == ["rank 0", "rank 1", "rank 2", "rank 3"], lines
+    assert len({line.split(":")[1] for line in lines}) == 1, lines

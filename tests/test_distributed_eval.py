@@ -111,8 +111,8 @@ def test_grid_is_the_chunked_samples_tiled(tmp_path, fresh_accelerate_state, mon
     trainer._sample_grid(tmp_path / "b" / "grid.png")
     assert len(drawn) == 1, "drawn once per step, however many files want it"
     pipe = sampling_pipeline(trainer)
-    # 20 images in 8 chunks or more of at most 16: chunks of 3, the last of 2.
-    expected = np.asarray(enlarged(make_grid(chunked_samples(pipe, 20, 3, 3))))
+    # 20 images in chunks of --eval_batch_size 16: 16 and 4.
+    expected = np.asarray(enlarged(make_grid(chunked_samples(pipe, 20, 16, 3))))
     for folder in ("a", "b"):
         with PIL.Image.open(tmp_path / folder / "grid.png") as grid:
             assert np.array_equal(np.asarray(grid), expected)
@@ -127,14 +127,14 @@ def test_bound_is_the_chunked_bound(tmp_path, fresh_accelerate_state):
     images = trainer.data.eval._images
     pipe = sampling_pipeline(trainer)
 
-    trainer._evaluate()  # the estimate on 16 images: chunks of 2
-    estimate = chunked_bound(pipe, images[:16], 2, 5)
+    trainer._evaluate()  # the estimate on 16 images: one chunk
+    estimate = chunked_bound(pipe, images[:16], 16, 5)
     assert values["eval/bpd_estimate_5_terms"] == pytest.approx(estimate.mean().item(), rel=1e-6)
     assert values["eval/bpd_estimate_5_terms_stderr"] == pytest.approx(estimate.std().item() / 4, rel=1e-5)
     assert "unbiased estimate from 5 of 50 terms; 16 held-out" in trainer.results["bits_per_dim"]["name"]
 
-    trainer._evaluate(full=True)  # all 50 terms on 20 images: chunks of 3
-    full = chunked_bound(pipe, images[:20], 3, None)
+    trainer._evaluate(full=True)  # all 50 terms on 20 images: chunks of 16 and 4
+    full = chunked_bound(pipe, images[:20], 16, None)
     entry = trainer.results["bits_per_dim"]
     assert values["eval/bpd"] == entry["value"] == pytest.approx(full.mean().item(), rel=1e-6)
     assert values["eval/bpd_stderr"] == entry["stderr"] == pytest.approx(full.std().item() / 20**0.5, rel=1e-5)
@@ -156,7 +156,7 @@ def test_fid_scores_the_chunked_features_and_caches_the_held_out_ones(tmp_path, 
     # The features of the held-out images, then of the 40 samples, 16 at a time.
     assert seen == [len(chunk) for chunk in held_out.split(16)] + [16, 16, 8]
     space = RandomFeatureSpace(seed=0)
-    samples = chunked_samples(sampling_pipeline(trainer), 40, 5, 2)  # 40 samples: chunks of 5
+    samples = chunked_samples(sampling_pipeline(trainer), 40, 16, 2)  # 40 samples: chunks of 16, 16 and 8
     fake = torch.from_numpy(np.stack([np.asarray(s.convert("RGB")) for s in samples])).permute(0, 3, 1, 2)
     real = held_out.expand(-1, 3, -1, -1)  # RGB, as scored (gray images repeated)
     fid = numpy_fid(space(real)[0].numpy(), space(fake)[0].numpy())
@@ -179,6 +179,7 @@ def test_fid_scores_the_chunked_features_and_caches_the_held_out_ones(tmp_path, 
 # Learning rate 0: the weights stay the seeded initial ones whatever the number of processes (which changes the
 # training batches and noise), so runs of 1 and 2 processes evaluate the same weights through the whole script.
 # Evaluations at steps 2 and 4, a pipeline (and samples.png) saved at step 3, between them: every call site.
+# Chunks of 8: the 16-sample grids, the 24-image full bound and the 20 FID samples each make 2 or 3 chunks.
 SHARED = [
     "--learning_rate",
     "0",
@@ -191,7 +192,7 @@ SHARED = [
     "--eval_num_timesteps",
     "5",
     "--eval_batch_size",
-    "16",
+    "8",
     "--final_eval_batch_size",
     "24",
     "--eval_fid_steps",

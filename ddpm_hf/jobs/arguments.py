@@ -208,7 +208,13 @@ class TrainingArguments:
         metadata={"help": "Estimate the bound on held-out images every N steps; 0: never (nor the final bound)."},
     )
     eval_batch_size: int = field(
-        default=64, metadata={"help": "Held-out images in each evaluation, and samples per batch for FID."}
+        default=64,
+        metadata={
+            "help": "Held-out images in each evaluation during training, and the images or samples per chunk of "
+            "every evaluation (grids, bound, FID): the unit shared among processes, so N processes share a grid "
+            "or bound of N chunks or more (for a 64-sample grid on 8 processes, 8). One process computes faster "
+            "in fewer, larger chunks."
+        },
     )
     final_eval_batch_size: int | None = field(
         default=None,

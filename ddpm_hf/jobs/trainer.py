@@ -57,7 +57,7 @@ from ..core.unets import training_unet_config
 from ..tools import checkpoints, preemption
 from ..tools.cpu_threads import set_cpu_threads
 from ..tools.data import StepSampler, load_image_data, micro_batches, random_flip, step_generator
-from ..tools.distributed import chunk_size, on_main_process
+from ..tools.distributed import on_main_process
 from ..tools.evaluation import bound_entry, evaluate_bound, fid_entry, generate, sample_metrics, score_samples
 from ..tools.hub import HubPublisher, remove_snapshots, upload_patterns
 from ..tools.metrics import ImageQualityMetrics
@@ -631,13 +631,13 @@ class DDPMTrainer:
             self._grid[1].save(path)
 
     def _draw_grid(self) -> PIL.Image.Image:
-        """The samples, drawn in chunks shared among processes (`generate`) whose size depends on the grid alone, so
-        that the grid is the same whatever the number of processes; tiled, enlarged and logged to the trackers."""
+        """The samples, drawn in chunks of --eval_batch_size shared among processes (`generate`), so that the grid is
+        the same whatever the number of processes; tiled, enlarged and logged to the trackers."""
         train_args, num_images = self.args.train, self.args.train.num_sample_images
         samples = generate(
             self._pipeline(),
             num_images,
-            chunk_size(num_images, train_args.eval_batch_size),
+            train_args.eval_batch_size,
             self.args.model.ddpm_num_inference_steps,
             train_args.seed,
         )
@@ -655,14 +655,14 @@ class DDPMTrainer:
         """The bound in bits/dim of the sampled weights on a fixed held-out batch: during training the unbiased
         estimate from --eval_num_timesteps terms, logged with its standard error; all T terms when `full` (the card
         reports the last one). The images are shared among processes (`evaluate_bound`; call it on all) in chunks
-        whose size depends on the batch alone, so the numbers are those of one process."""
+        of --eval_batch_size, so the numbers are those of one process."""
         train_args = self.args.train
         images = self.data.eval[: self._final_eval_size if full else train_args.eval_batch_size]
         bound = evaluate_bound(
             self._pipeline().unet,
             self.scheduler,
             images,
-            chunk_size(len(images), train_args.eval_batch_size),
+            train_args.eval_batch_size,
             None if full else train_args.eval_num_timesteps,
             train_args.seed,
             progress=full,
@@ -680,11 +680,10 @@ class DDPMTrainer:
     def _evaluate_fid(self) -> None:
         """FID and KID of `eval_num_samples` samples of the sampled weights against the held-out images, through
         the evaluation job's code: every process draws its share of the samples and computes its share of the
-        features (call it on all); chunk sizes depend on the counts alone, so the numbers are those of one process."""
+        features (call it on all) in chunks of --eval_batch_size, so the numbers are those of one process."""
         train_args, steps = self.args.train, self.args.model.ddpm_num_inference_steps
         num_samples = train_args.eval_num_samples
-        batch_size = chunk_size(num_samples, train_args.eval_batch_size)
-        samples = generate(self._pipeline(), num_samples, batch_size, steps, train_args.seed)
+        samples = generate(self._pipeline(), num_samples, train_args.eval_batch_size, steps, train_args.seed)
         dataset = self.args.data.dataset_id()
         split = self.data.eval_split
         scores = score_samples(self.quality, samples, self.data.eval, dataset, split)

@@ -40,16 +40,6 @@ def map_chunks(num_items: int, batch_size: int, work: Callable[[int, range], T])
     return [result for _, result in sorted(gathered, key=lambda item: item[0])]
 
 
-MIN_CHUNKS = 8
-
-
-def chunk_size(num_items: int, max_size: int) -> int:
-    """Items per chunk for `map_chunks`: at most `max_size` (what fits in memory at once), and few enough that
-    `num_items` make `MIN_CHUNKS` chunks or more, so that up to that many processes share them. A function of the
-    work alone, never of the number of processes, so that the results are those of one process."""
-    return max(1, min(max_size, -(-num_items // MIN_CHUNKS)))
-
-
 def num_chunks_here(num_items: int, batch_size: int) -> int:
     """How many of the chunks of `map_chunks(num_items, batch_size, ...)` this process works on."""
     state = PartialState()

@@ -100,7 +100,7 @@ def worker(folder: Path, mode: str, stores: Path, size: int) -> None:
 
     from ddpm_hf.tools.data import StepSampler, load_image_data, micro_batches
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.accelerator.is_available())  # a gloo group of CPU processes
     peak = PeakMemory()
     data = load_image_data(data_args(folder, mode, stores, size), channels=3, local_processes=2)
     sampler = StepSampler(len(data.train), BATCH, state.num_processes, state.process_index, seed=0)

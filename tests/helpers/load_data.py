@@ -1,5 +1,5 @@
 """A process of a several-process launch that only loads data (`load_image_data` in store mode) and records, in
-`<log folder>/build-<machine>-<local rank>`, each time it built a store; prints its first training image's sum.
+`<log folder>/build-<machine>-<local rank>-<rank>`, each time it built a store; prints its first training image's sum.
 
     python load_data.py <image folder> <relative store folder> <log folder>
 """
@@ -8,18 +8,19 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 
 from ddpm_hf.tools.data import DataArguments, load_image_data, loading
 
 folder, stores, log = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-state = PartialState()
+state = PartialState(cpu=not torch.accelerator.is_available())  # a gloo group of CPU processes
 build = loading.build_store
 
 
 def recorded_build(*args, **kwargs):
     machine = os.environ.get("GROUP_RANK", "0")
-    (log / f"build-{machine}-{state.local_process_index}").write_text(os.getcwd())
+    (log / f"build-{machine}-{state.local_process_index}-{state.process_index}").write_text(os.getcwd())
     return build(*args, **kwargs)
 
 
