@@ -4,12 +4,13 @@ the trainer runs them (`generate`, `evaluate_bound`, in chunks of `--batch_size`
     .venv/bin/python tests/benchmarks/bench_eval.py [--repeats 3] [--images 64] [--batch_size 32] [--grid_steps 100]
 
 The default job's model (UNet `small`, 8x8 grayscale, T = 1000, random weights: the time does not depend on them)
-and `--images` held-out images and samples, in chunks of `--batch_size` (the trainer's --eval_batch_size). Three set-ups, in turn, `--repeats` times, each through
-`accelerate launch`: 1 process with 1 torch thread, 2 processes with 1 thread each (each process its own core, as
-each GPU of a multi-GPU run is its own device), and 1 process with 2 threads (the same 2 cores used by one).
-Each phase is timed from a barrier to a barrier, so it is the time of the slowest process. Printed: the median
-seconds and spread per phase and set-up, and each set-up's time over that of 1 process with 1 thread. Not a test:
-timings on shared machines are noisy, so only ratios within one run mean anything.
+and `--images` held-out images and samples, in chunks of `--batch_size` (the trainer's --eval_batch_size). Three
+set-ups, in turn, `--repeats` times, each through `accelerate launch`: 1 process with 1 torch thread, 2 processes
+with 1 thread each (each process its own core, as each GPU of a multi-GPU run is its own device), and 1 process
+with 2 threads (the same 2 cores used by one). Each phase is timed from a barrier to a barrier, so it is the time
+of the slowest process. Printed: the median seconds and spread per phase and set-up, and each set-up's time over
+that of 1 process with 1 thread. Not a test: timings on shared machines are noisy, so only ratios within one run
+mean anything.
 """
 
 from __future__ import annotations
