@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 
 import PIL.Image
 import torch
-from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from ddpm_hf import DDPMPipeline, PaperDDPMScheduler, build_unet
 from ddpm_hf.core.images import make_grid
 from ddpm_hf.core.samplers import SAMPLERS, make_scheduler
 from ddpm_hf.tools.cli import configure_logging, usage_errors
-from ddpm_hf.tools.distributed import end_processes
+from ddpm_hf.tools.distributed import end_processes, process_state
 from ddpm_hf.tools.evaluation import generate
 
 
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         check_sampler_arguments(args)
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
         sys.exit(f"--output_dir {args.output_dir} is not empty; pass --overwrite_output_dir to write into it.")
-    # cpu=True on a machine without an accelerator: accelerate then joins the processes of a launch over gloo.
-    state = PartialState(cpu=not torch.accelerator.is_available())
+    state = process_state()
     if args.model is None:
         torch.manual_seed(args.seed)  # the same weights in every process
         pipe = DDPMPipeline(build_unet(args.unet_preset), PaperDDPMScheduler())

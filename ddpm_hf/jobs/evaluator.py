@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import PartialState
 from diffusers import UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
@@ -22,6 +20,7 @@ from ..core.pipeline_ddpm import DDPMPipeline
 from ..core.samplers import SAMPLERS, TIMESTEP_SPACING, make_scheduler
 from ..core.scheduling_ddpm_paper import VARIANCE_TYPES, PaperDDPMScheduler
 from ..tools.data import DataArguments, ImageData, load_image_data
+from ..tools.distributed import process_state
 from ..tools.evaluation import bound_entry, evaluate_bound, fid_entry, generate, sample_metrics, score_samples
 from ..tools.hub import source_file
 from ..tools.model_card import merge_results, write_model_card
@@ -204,8 +203,7 @@ class DDPMEvaluator:
 
     def __init__(self, args: EvaluationArguments, data_args: DataArguments, given: Collection[str] = ()):
         """`given`: the data flags given on the command line (the others default to the model's training data)."""
-        # cpu=True without an accelerator, so `accelerate launch --multi_gpu` processes form a gloo group.
-        self.args, self.state = args, PartialState(cpu=not torch.accelerator.is_available())
+        self.args, self.state = args, process_state()
         self.metrics = _list(args.metrics, "metrics", METRICS)
         if not self.metrics:
             raise ValueError(f"--metrics needs one or more of {', '.join(METRICS)}.")

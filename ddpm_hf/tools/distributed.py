@@ -18,6 +18,12 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
+def process_state() -> PartialState:
+    """This process's place among those of its launch. Without an accelerator, `cpu=True`: only then do the processes
+    of `accelerate launch --multi_gpu` form a gloo group (otherwise each is a lone process 0)."""
+    return PartialState(cpu=not torch.accelerator.is_available())
+
+
 def chunk_generator(seed: int, chunk: int, device: torch.device | str) -> torch.Generator:
     """The generator of chunk `chunk`: a pure function of (seed, chunk), whichever process draws it."""
     state = np.random.SeedSequence([seed, chunk]).generate_state(2, dtype=np.uint32)

@@ -96,11 +96,10 @@ class PeakMemory:
 
 def worker(folder: Path, mode: str, stores: Path, size: int) -> None:
     """One of two processes: load the data, read 40 batches of its indices, print its peak USS (MiB)."""
-    from accelerate import PartialState
-
     from ddpm_hf.tools.data import StepSampler, load_image_data, micro_batches
+    from ddpm_hf.tools.distributed import process_state
 
-    state = PartialState(cpu=not torch.accelerator.is_available())  # a gloo group of CPU processes
+    state = process_state()
     peak = PeakMemory()
     data = load_image_data(data_args(folder, mode, stores, size), channels=3, local_processes=2)
     sampler = StepSampler(len(data.train), BATCH, state.num_processes, state.process_index, seed=0)
@@ -111,26 +110,9 @@ def worker(folder: Path, mode: str, stores: Path, size: int) -> None:
 
 
 def peak_memory(folder: Path, mode: str, stores: Path, size: int) -> list[dict[str, float]]:
-    launcher = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(launcher),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        __file__,
-        "--worker",
-        str(folder),
-        mode,
-        str(stores),
-        str(size),
-    ]
+    from timing import accelerate_launch
+
+    command = accelerate_launch(2, __file__, "--worker", str(folder), mode, str(stores), str(size))
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return sorted(rows, key=lambda row: row["rank"])

@@ -21,9 +21,8 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
-from timing import spread
+from timing import accelerate_launch, spread
 
 SETUPS = {"1 process, 1 thread": (1, 1), "2 processes, 1 thread each": (2, 1), "1 process, 2 threads": (1, 2)}
 PHASES = ("grid", "bound estimate (100 terms)", "full bound (1000 terms)")
@@ -32,15 +31,15 @@ PHASES = ("grid", "bound estimate (100 terms)", "full bound (1000 terms)")
 def worker(threads: int, num_images: int, chunk: int, grid_steps: int) -> None:
     """One process of a set-up: time each phase between barriers and print the times (main process)."""
     import torch
-    from accelerate import PartialState
     from diffusers import UNet2DModel
 
     from ddpm_hf import DDPMPipeline, PaperDDPMScheduler
     from ddpm_hf.core.unets import training_unet_config
+    from ddpm_hf.tools.distributed import process_state
     from ddpm_hf.tools.evaluation import evaluate_bound, generate
 
     torch.set_num_threads(threads)
-    state = PartialState(cpu=not torch.accelerator.is_available())  # a gloo group of CPU processes
+    state = process_state()
     torch.manual_seed(0)
     unet = UNet2DModel(**training_unet_config("small", 8, channels=1)).eval()
     scheduler = PaperDDPMScheduler(num_train_timesteps=1000)
@@ -64,10 +63,7 @@ def worker(threads: int, num_images: int, chunk: int, grid_steps: int) -> None:
 
 
 def run_setup(processes: int, threads: int, num_images: int, chunk: int, grid_steps: int) -> dict[str, float]:
-    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", str(processes)]
-    launcher += ["--multi_gpu"] if processes > 1 else ["--cpu"]
-    launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command = [*launcher, __file__, "--worker", str(threads), str(num_images), str(chunk), str(grid_steps)]
+    command = accelerate_launch(processes, __file__, "--worker", *map(str, (threads, num_images, chunk, grid_steps)))
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
 

@@ -1,10 +1,13 @@
-"""What the benchmark scripts share: a clock of the time spent inside a UNet's forward calls, and the summary
-of repeated measurements (scripts, not tests: only ratios within one run mean anything)."""
+"""What the benchmark scripts share: a clock of the time spent inside a UNet's forward calls, the summary of
+repeated measurements (scripts, not tests: only ratios within one run mean anything), and the command line that
+launches a script on several processes."""
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,3 +31,11 @@ class UNetClock:
 def spread(values: list[float], digits: int = 3) -> str:
     """`median m (min a, max b)` of repeated measurements."""
     return f"median {statistics.median(values):.{digits}f} (min {min(values):.{digits}f}, max {max(values):.{digits}f})"
+
+
+def accelerate_launch(num_processes: int, script: str, *args: str) -> list[str]:
+    """`accelerate launch` of `script` on `num_processes` processes of this machine (more than one: torchrun, gloo on
+    the CPU), no config file."""
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", str(num_processes)]
+    command += ["--multi_gpu"] * (num_processes > 1)
+    return [*command, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]

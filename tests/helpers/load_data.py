@@ -8,13 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-from accelerate import PartialState
-
 from ddpm_hf.tools.data import DataArguments, load_image_data, loading
+from ddpm_hf.tools.distributed import process_state
 
 folder, stores, log = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-state = PartialState(cpu=not torch.accelerator.is_available())  # a gloo group of CPU processes
+state = process_state()
 build = loading.build_store
 
 
